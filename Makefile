@@ -1,0 +1,79 @@
+# Every target that needs Python runs inside the project environment, which
+# scripts/env.sh builds on first use (a venv, or a Debian 13 sandbox on hosts
+# whose glibc is too old for TFX 1.21).  Nobody types bwrap.
+SHELL := /bin/bash
+RUN := bash scripts/env.sh run
+PY := $(RUN) python
+
+# Overridable on the command line: make pipeline DATA_DIR=../shared/data/ccp EPOCHS=20
+DATA_DIR ?=
+CONFIG ?=
+ARGS ?=
+OVERLAY ?= gpu
+
+.DEFAULT_GOAL := help
+.PHONY: help setup test test-fast lint format pipeline serve remove status kubeflow kubeflow-submit \
+        k8s deploy bench data lock protos tensorboard clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+setup: ## build the environment (cached under ~/.cache/background-remover, keyed by the lock)
+	@bash scripts/env.sh setup
+
+test: ## run the whole test suite (builds the environment first if needed)
+	$(RUN) python -m pytest $(ARGS)
+
+test-fast: ## tests without the end-to-end pipeline runs
+	$(RUN) python -m pytest -m "not slow" $(ARGS)
+
+lint: ## ruff check and format check
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+
+format: ## apply ruff's fixes and formatting
+	$(RUN) ruff check --fix .
+	$(RUN) ruff format .
+
+pipeline: ## run the TFX pipeline locally (synthetic data unless DATA_DIR is set)
+	$(PY) -m tfx_pipeline.local_runner $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
+
+serve: ## serve pushed models over TF Serving's gRPC API on localhost:8500
+	$(PY) -m serving.server $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
+
+remove: ## run the CLI, e.g. make remove ARGS="photo.jpg -o out.png"
+	$(RUN) bgremove remove $(ARGS)
+
+status: ## print the served model versions
+	$(RUN) bgremove status $(ARGS)
+
+kubeflow: ## compile the pipeline for Kubeflow Pipelines into build/pipeline.json
+	$(PY) -m tfx_pipeline.kubeflow_runner $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
+
+kubeflow-submit: kubeflow ## submit build/pipeline.json to $$KFP_ENDPOINT
+	$(PY) -m tfx_pipeline.kubeflow_submit build/pipeline.json $(ARGS)
+
+k8s: ## render the Kubernetes overlays into build/k8s/
+	$(PY) -m tests.k8s_render build/k8s
+
+deploy: k8s ## apply an overlay to the current cluster (OVERLAY=gpu|cpu)
+	kubectl apply -f build/k8s/$(OVERLAY).yaml
+
+bench: ## benchmarks; results land in build/bench/
+	$(PY) -m benchmarks.run $(ARGS)
+
+data: ## fetch the Kaggle TikTok dancing dataset into data/tiktok (needs Kaggle credentials)
+	$(PY) -m tfx_pipeline.fetch_data data/tiktok
+
+lock: ## regenerate requirements.lock from pyproject.toml
+	$(RUN) uv pip compile pyproject.toml --extra pipeline --extra dev --universal \
+	  --python-version 3.10 -o requirements.lock
+
+protos: ## regenerate the lean client's protobuf modules
+	$(PY) -m serving.protos.generate
+
+tensorboard: ## watch training curves of the local pipeline runs
+	$(RUN) tensorboard --logdir build/pipeline_root/Trainer --bind_all
+
+clean: ## remove build outputs (not the cached environment)
+	rm -rf build .pytest_cache .ruff_cache

@@ -1,0 +1,42 @@
+"""The UNet of the original project: an encoder-decoder with skip connections.
+
+Depth, width and convolution type are parameters so that one builder gives the
+plain UNet and a lighter depthwise-separable variant for CPUs.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+
+def _conv_block(x, filters: int, separable: bool):
+    conv = layers.SeparableConv2D if separable else layers.Conv2D
+    for _ in range(2):
+        x = conv(filters, 3, padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.Activation("relu")(x)
+    return x
+
+
+def build_unet(
+    height: int, width: int, filters: int = 16, depth: int = 4, separable: bool = False
+) -> keras.Model:
+    """Takes RGB in [0, 1]; returns the person probability, shape (H, W, 1)."""
+    if height % 2**depth or width % 2**depth:
+        raise ValueError(f"input {height}x{width} must be divisible by 2**depth = {2**depth}")
+    inputs = keras.Input((height, width, 3), name="pixels")
+    x = inputs
+    skips = []
+    for level in range(depth):
+        x = _conv_block(x, filters * 2**level, separable)
+        skips.append(x)
+        x = layers.MaxPooling2D()(x)
+    x = _conv_block(x, filters * 2**depth, separable)
+    for level in reversed(range(depth)):
+        x = layers.Conv2DTranspose(filters * 2**level, 2, strides=2, padding="same")(x)
+        x = layers.Concatenate()([x, skips[level]])
+        x = _conv_block(x, filters * 2**level, separable)
+    outputs = layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name="person")(x)
+    name = f"unet{'_sep' if separable else ''}_f{filters}_d{depth}"
+    return keras.Model(inputs, outputs, name=name)

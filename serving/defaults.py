@@ -1,0 +1,13 @@
+"""Defaults shared by the local server, the client, the CLI and the pipeline."""
+
+SERVER_ADDRESS = "localhost:8500"
+MODEL_NAME = "bgremover"
+# Signature names in every SavedModel the pipeline exports.
+SIGNATURE_BYTES = "serving_default"
+SIGNATURE_FLOAT = "predict_float"
+SIGNATURE_EXAMPLES = "predict_examples"
+# Tensor names of the bytes signature.
+INPUT_IMAGES = "images"
+OUTPUT_MASK = "mask"
+OUTPUT_HEIGHT = "height"
+OUTPUT_WIDTH = "width"

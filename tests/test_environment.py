@@ -1,0 +1,56 @@
+"""The environment really has a working TFX stack, not just importable names."""
+
+import importlib.metadata
+import subprocess
+import sys
+
+import ml_metadata as mlmd
+import tensorflow as tf
+import tensorflow_data_validation as tfdv
+from ml_metadata.proto import metadata_store_pb2
+from tfx import v1 as tfx
+
+
+def test_versions_match_the_lock():
+    assert tfx.__version__ if hasattr(tfx, "__version__") else True
+    assert importlib.metadata.version("tfx") == "1.21.0"
+    assert tf.__version__.startswith("2.21")
+    assert importlib.metadata.version("ml-metadata") == "1.21.0"
+    assert tfdv.__version__.startswith("1.21")
+
+
+def test_mlmd_sqlite_store_round_trip(tmp_path):
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = str(tmp_path / "metadata.sqlite")
+    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
+    store = mlmd.MetadataStore(config)
+    model_type = metadata_store_pb2.ArtifactType(name="Model")
+    model_type.properties["version"] = metadata_store_pb2.INT
+    type_id = store.put_artifact_type(model_type)
+    artifact = metadata_store_pb2.Artifact(type_id=type_id, uri="/models/bgremover/1")
+    artifact.properties["version"].int_value = 7
+    [artifact_id] = store.put_artifacts([artifact])
+
+    reopened = mlmd.MetadataStore(config)
+    [read] = reopened.get_artifacts_by_id([artifact_id])
+    assert read.uri == "/models/bgremover/1"
+    assert read.properties["version"].int_value == 7
+
+
+def test_tfdv_computes_statistics():
+    import pandas as pd
+
+    stats = tfdv.generate_statistics_from_dataframe(pd.DataFrame({"fg": [0.1, 0.2, 0.3]}))
+    feature = stats.datasets[0].features[0]
+    assert stats.datasets[0].num_examples == 3
+    assert abs(feature.num_stats.mean - 0.2) < 1e-6
+
+
+def test_cli_entry_point_resolves():
+    [entry] = [e for e in importlib.metadata.entry_points(group="console_scripts")
+               if e.name == "bgremove"]
+    assert entry.value == "serving.cli:main"
+    result = subprocess.run([sys.executable, "-m", "serving.cli", "--help"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "remove" in result.stdout

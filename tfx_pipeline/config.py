@@ -1,0 +1,140 @@
+"""The one place where the pipeline's settings live.
+
+Defaults are here; a TOML file (``--config``) and command-line flags override
+them, in that order.  Every runner builds the pipeline from a ``PipelineConfig``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from serving import defaults
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+# Beam on one machine: TFX 1.21's DirectRunner otherwise hands work to the
+# multi-process Prism runner, which is slow to start and fragile on 2 cores.
+LOCAL_BEAM_ARGS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
+
+
+@dataclass
+class PipelineConfig:
+    pipeline_name: str = "background-remover"
+    # Input folders in the Kaggle TikTok layout; none means a generated sample.
+    data_dirs: list[str] = field(default_factory=list)
+    synthetic_count: int = 120
+    pipeline_root: str = "build/pipeline_root"
+    metadata_path: str = ""  # default: <pipeline_root>/metadata.sqlite
+    serving_dir: str = "build/serving"
+    model_name: str = defaults.MODEL_NAME
+
+    # Ingestion.  Frames of one video share a group and never straddle splits:
+    # the first regex group of group_pattern over the file stem is the key
+    # ("" makes every photo its own group).
+    group_pattern: str = r"^(.+)_\d+$"
+    eval_fraction: float = 0.2
+    max_side: int = 512
+    min_usable_fraction: float = 0.5
+
+    # Model.
+    image_height: int = 128
+    image_width: int = 128
+    unet_filters: int = 16
+    unet_depth: int = 4
+    separable: bool = False
+
+    # Training.
+    epochs: int = 4
+    steps_per_epoch: int = 0  # 0: one pass over the train split
+    batch_size: int = 8
+    learning_rate: float = 2e-3
+    foreground_weight: float = 0.0  # 0: derived from the data's foreground fraction
+    dice_weight: float = 1.0
+    augment: bool = True
+    warm_start: bool = False
+
+    # Evaluation gate.
+    min_iou: float = 0.3
+    min_improvement: float = 0.0
+    threshold: float = 0.5
+
+    # Rollout check after the push ("" skips it).
+    rollout_server: str = ""
+    rollout_timeout_s: float = 120.0
+
+    # Container image for Kubeflow; Beam args for every Beam-based component.
+    image: str = "ghcr.io/background-remover/pipeline:0.1.0"
+    beam_args: list[str] = field(default_factory=lambda: list(LOCAL_BEAM_ARGS))
+
+    # Curated schema (a schema.pbtxt folder) instead of the inferred one.
+    schema_dir: str = ""
+
+    @property
+    def metadata_sqlite(self) -> str:
+        return self.metadata_path or os.path.join(self.pipeline_root, "metadata.sqlite")
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> PipelineConfig:
+        return cls(**json.loads(text))
+
+
+def _fields() -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(PipelineConfig)}
+
+
+def load(path: str | os.PathLike | None = None, **overrides) -> PipelineConfig:
+    """Defaults, then the TOML file, then keyword overrides (None is ignored)."""
+    values: dict = {}
+    if path:
+        with open(path, "rb") as f:
+            values.update(tomllib.load(f))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    unknown = set(values) - set(_fields())
+    if unknown:
+        raise ValueError(f"unknown setting(s) {sorted(unknown)} in {path or 'overrides'}")
+    return PipelineConfig(**values)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per setting: --epochs 10, --data-dirs a b, --separable true."""
+    parser.add_argument("--config", help="TOML file with settings (flags override it)")
+    parser.add_argument("--data-dir", dest="data_dirs", action="append",
+                        help="input folder (images/, masks/); repeatable")
+    for name, f in _fields().items():
+        if name == "data_dirs":
+            continue
+        flag = "--" + name.replace("_", "-")
+        kind = type(f.default) if f.default is not dataclasses.MISSING else list
+        if kind is bool:
+            parser.add_argument(flag, dest=name, type=_parse_bool, metavar="BOOL")
+        elif kind is list:
+            parser.add_argument(flag, dest=name, nargs="*")
+        else:
+            parser.add_argument(flag, dest=name, type=kind)
+
+
+def from_args(args: argparse.Namespace) -> PipelineConfig:
+    overrides = {name: getattr(args, name, None) for name in _fields()}
+    config = load(args.config, **overrides)
+    config.data_dirs = [str(Path(d)) for d in config.data_dirs]
+    return config
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
