@@ -1,0 +1,305 @@
+"""Lean TF Serving client: photos in, masks and finished pictures out, no TensorFlow.
+
+It talks to TF Serving (or the local compatible server) over gRPC with wire-compatible
+copies of the TF Serving messages in ``serving.protos``; only grpcio, protobuf,
+numpy and Pillow are needed.
+
+    with BackgroundRemover("localhost:8500") as remover:
+        remover.remove("photo.jpg", background="white").save("photo.png")
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+from google.protobuf import message as _message
+from PIL import Image
+
+from serving import compositing, defaults, images
+from serving.images import ImageSource, InvalidImage
+from serving.protos import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_pb2,
+    predict_pb2,
+    tensor_pb2,
+)
+
+__all__ = [
+    "BackgroundRemover",
+    "BackgroundRemoverError",
+    "InvalidImage",
+    "ModelNotFound",
+    "RequestFailed",
+    "ServerUnavailable",
+    "VersionStatus",
+]
+
+PREDICT = "/tensorflow.serving.PredictionService/Predict"
+GET_MODEL_METADATA = "/tensorflow.serving.PredictionService/GetModelMetadata"
+GET_MODEL_STATUS = "/tensorflow.serving.ModelService/GetModelStatus"
+SIGNATURE_DEF_MAP_TYPE = "tensorflow.serving.SignatureDefMap"
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+_Response = TypeVar("_Response", bound=_message.Message)
+_DTYPES = {
+    tensor_pb2.DT_FLOAT: (np.float32, "float_val"),
+    tensor_pb2.DT_DOUBLE: (np.float64, "double_val"),
+    tensor_pb2.DT_INT32: (np.int32, "int_val"),
+    tensor_pb2.DT_UINT8: (np.uint8, "int_val"),
+    tensor_pb2.DT_INT16: (np.int16, "int_val"),
+    tensor_pb2.DT_INT8: (np.int8, "int_val"),
+    tensor_pb2.DT_UINT16: (np.uint16, "int_val"),
+    tensor_pb2.DT_INT64: (np.int64, "int64_val"),
+    tensor_pb2.DT_BOOL: (np.bool_, "bool_val"),
+    tensor_pb2.DT_UINT32: (np.uint32, "uint32_val"),
+    tensor_pb2.DT_UINT64: (np.uint64, "uint64_val"),
+}
+
+
+class BackgroundRemoverError(RuntimeError):
+    """Base class of every error the client raises on purpose."""
+
+
+class ServerUnavailable(BackgroundRemoverError):
+    """Nothing answers at the address (after retries)."""
+
+
+class ModelNotFound(BackgroundRemoverError):
+    """The server runs but does not serve the requested model, version or label."""
+
+
+class RequestFailed(BackgroundRemoverError):
+    """The server answered with an error for this request (bad image, timeout, ...)."""
+
+
+@dataclass(frozen=True)
+class VersionStatus:
+    version: int
+    state: str
+    error_code: str = "OK"
+    error_message: str = ""
+
+
+def string_tensor(values: Sequence[bytes]) -> tensor_pb2.TensorProto:
+    """A 1-D DT_STRING tensor, as TF Serving expects for the ``images`` input."""
+    tensor = tensor_pb2.TensorProto(dtype=tensor_pb2.DT_STRING)
+    tensor.tensor_shape.dim.add(size=len(values))
+    tensor.string_val.extend(values)
+    return tensor
+
+
+def to_array(tensor: tensor_pb2.TensorProto) -> np.ndarray:
+    """Decodes a numeric TensorProto, packed in ``tensor_content`` or in the typed fields."""
+    if tensor.dtype not in _DTYPES:
+        name = tensor_pb2.DataType.Name(tensor.dtype) if tensor.dtype else "DT_INVALID"
+        raise RequestFailed(f"unexpected tensor type {name} in the server's answer")
+    dtype, field = _DTYPES[tensor.dtype]
+    shape = [d.size for d in tensor.tensor_shape.dim]
+    count = int(np.prod(shape))
+    if tensor.tensor_content:
+        values = np.frombuffer(tensor.tensor_content, dtype=np.dtype(dtype).newbyteorder("<"))
+    else:
+        values = np.asarray(getattr(tensor, field), dtype=dtype)
+        if values.size == 1 and count > 1:  # TF's compact form repeats the last value
+            values = np.full(count, values[0], dtype=dtype)
+    if values.size != count:
+        raise RequestFailed(f"tensor of shape {shape} carries {values.size} values")
+    return values.astype(dtype, copy=False).reshape(shape)
+
+
+class BackgroundRemover:
+    """Client of a served person-segmentation model; thread-safe, reuse one per process."""
+
+    def __init__(
+        self,
+        address: str = defaults.SERVER_ADDRESS,
+        model: str = defaults.MODEL_NAME,
+        version: int | None = None,
+        label: str | None = None,
+        timeout: float = 30.0,
+        retries: int = 3,
+        backoff: float = 0.25,
+        max_side: int = images.MAX_SIDE,
+    ) -> None:
+        if version is not None and label is not None:
+            raise ValueError("give a model version or a version label, not both")
+        self.address = address
+        self.model = model
+        self.version = version
+        self.label = label
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.max_side = max_side
+        self._channel = grpc.insecure_channel(
+            address,
+            options=[
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ],
+        )
+        self._predict = self._method(PREDICT, predict_pb2.PredictResponse)
+        self._get_metadata = self._method(
+            GET_MODEL_METADATA, get_model_metadata_pb2.GetModelMetadataResponse
+        )
+        self._get_status = self._method(
+            GET_MODEL_STATUS, get_model_status_pb2.GetModelStatusResponse
+        )
+
+    def _method(self, path: str, response: type[_Response]) -> grpc.UnaryUnaryMultiCallable:
+        return self._channel.unary_unary(
+            path,
+            request_serializer=lambda request: request.SerializeToString(),
+            response_deserializer=response.FromString,
+        )
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> BackgroundRemover:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def model_spec(self, signature: str = "") -> model_pb2.ModelSpec:
+        spec = model_pb2.ModelSpec(name=self.model, signature_name=signature)
+        if self.version is not None:
+            spec.version.value = self.version
+        elif self.label is not None:
+            spec.version_label = self.label
+        return spec
+
+    def _describe_model(self) -> str:
+        if self.version is not None:
+            return f"model {self.model!r} version {self.version}"
+        if self.label is not None:
+            return f"model {self.model!r} label {self.label!r}"
+        return f"model {self.model!r}"
+
+    def _call(self, method: Callable[..., _Response], request: _message.Message) -> _Response:
+        """One RPC with a deadline, retrying UNAVAILABLE with exponential backoff."""
+        for attempt in range(self.retries + 1):
+            try:
+                return method(request, timeout=self.timeout)
+            except grpc.RpcError as err:
+                code = err.code()
+                if code == grpc.StatusCode.UNAVAILABLE and attempt < self.retries:
+                    time.sleep(self.backoff * 2**attempt)
+                    continue
+                raise self._readable(code, err.details() or "") from None
+        raise AssertionError("unreachable")
+
+    def _readable(self, code: grpc.StatusCode, details: str) -> BackgroundRemoverError:
+        if code == grpc.StatusCode.UNAVAILABLE:
+            return ServerUnavailable(
+                f"cannot reach the model server at {self.address}: is it running? "
+                "Start one with `make serve` (or point --server/BGREMOVE_SERVER elsewhere)"
+            )
+        if code == grpc.StatusCode.NOT_FOUND:
+            return ModelNotFound(
+                f"{self._describe_model()} is not served at {self.address}: {details}"
+            )
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return RequestFailed(f"{self.address} did not answer within {self.timeout:g}s")
+        return RequestFailed(f"server {self.address} refused the request ({code.name}): {details}")
+
+    def _predict_masks(self, encoded: Sequence[bytes]) -> np.ndarray:
+        request = predict_pb2.PredictRequest(model_spec=self.model_spec(defaults.SIGNATURE_BYTES))
+        request.inputs[defaults.INPUT_IMAGES].CopyFrom(string_tensor(encoded))
+        response = self._call(self._predict, request)
+        if defaults.OUTPUT_MASK not in response.outputs:
+            raise RequestFailed(f"the server's answer has no {defaults.OUTPUT_MASK!r} output")
+        masks = to_array(response.outputs[defaults.OUTPUT_MASK])
+        if masks.ndim != 3 or masks.shape[0] != len(encoded):
+            raise RequestFailed(f"expected {len(encoded)} masks, got shape {list(masks.shape)}")
+        return masks.astype(np.uint8, copy=False)
+
+    def _masks_for(self, photos: Sequence[Image.Image]) -> list[Image.Image]:
+        if not photos:
+            return []
+        encoded = [images.encode_for_request(photo, self.max_side) for photo in photos]
+        masks = self._predict_masks(encoded)
+        return [
+            Image.fromarray(mask, "L").resize(photo.size, Image.Resampling.BILINEAR)
+            for mask, photo in zip(masks, photos, strict=True)
+        ]
+
+    def mask(self, image: ImageSource) -> Image.Image:
+        """The soft person mask (L, 255 = person) at the photo's full, upright size."""
+        return self._masks_for([images.load(image)])[0]
+
+    def masks(self, sources: Iterable[ImageSource]) -> list[Image.Image]:
+        """Masks of several photos in one request."""
+        return self._masks_for([images.load(source) for source in sources])
+
+    def remove(
+        self,
+        image: ImageSource,
+        background: compositing.BackgroundSpec = "transparent",
+        threshold: float | None = None,
+        feather: float = 0,
+    ) -> Image.Image:
+        """The photo at full size with its background made transparent or replaced."""
+        choice = compositing.parse_background(background)
+        photo = images.load(image)
+        [mask] = self._masks_for([photo])
+        return compositing.composite(photo, mask, choice, threshold, feather)
+
+    def status(self) -> list[VersionStatus]:
+        """Every version the server knows of this model, newest first."""
+        request = get_model_status_pb2.GetModelStatusRequest(model_spec=self.model_spec())
+        response = self._call(self._get_status, request)
+        states = get_model_status_pb2.ModelVersionStatus.State
+        found = [
+            VersionStatus(
+                version=s.version,
+                state=states.Name(s.state) if s.state in states.values() else str(s.state),
+                error_code=get_model_status_pb2.Code.Name(s.status.error_code)
+                if s.status.error_code in get_model_status_pb2.Code.values()
+                else str(s.status.error_code),
+                error_message=s.status.error_message,
+            )
+            for s in response.model_version_status
+        ]
+        return sorted(found, key=lambda s: s.version, reverse=True)
+
+    def metadata(self) -> dict[str, Any]:
+        """The served version and its signatures: names, dtypes and shapes of the tensors."""
+        request = get_model_metadata_pb2.GetModelMetadataRequest(
+            model_spec=self.model_spec(), metadata_field=["signature_def"]
+        )
+        response = self._call(self._get_metadata, request)
+        packed = response.metadata.get("signature_def")
+        if packed is None or not packed.type_url.endswith("/" + SIGNATURE_DEF_MAP_TYPE):
+            raise RequestFailed("the server's metadata has no signature_def map")
+        signatures = get_model_metadata_pb2.SignatureDefMap.FromString(packed.value)
+        return {
+            "model": response.model_spec.name,
+            "version": response.model_spec.version.value,
+            "signatures": {
+                name: {
+                    "method": sig.method_name,
+                    "inputs": {k: _tensor_info(v) for k, v in sig.inputs.items()},
+                    "outputs": {k: _tensor_info(v) for k, v in sig.outputs.items()},
+                }
+                for name, sig in signatures.signature_def.items()
+            },
+        }
+
+
+def _tensor_info(info: get_model_metadata_pb2.TensorInfo) -> dict[str, Any]:
+    shape = None if info.tensor_shape.unknown_rank else [d.size for d in info.tensor_shape.dim]
+    return {
+        "name": info.name,
+        "dtype": tensor_pb2.DataType.Name(info.dtype)
+        if info.dtype in tensor_pb2.DataType.values()
+        else str(info.dtype),
+        "shape": shape,
+    }

@@ -1,0 +1,133 @@
+"""Turns a photo and its person mask into the finished picture (pure Pillow and numpy).
+
+The mask arrives at the model's resolution; it is upsampled here so every output
+has exactly the photo's size, and the photo itself is never resized.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+from PIL import Image, ImageFilter, ImageOps
+
+BackgroundSpec = Union[str, "os.PathLike[str]", Image.Image]
+
+_HEX = re.compile(r"#([0-9a-fA-F]{6})")
+_COLORS = {"black": (0, 0, 0), "white": (255, 255, 255)}
+BACKGROUND_HELP = (
+    "transparent (default), black, white, #rrggbb, blur or blur:RADIUS, or an image file"
+)
+
+
+@dataclass(frozen=True)
+class Background:
+    """A parsed background choice, validated before any photo is processed."""
+
+    kind: str  # "transparent", "color", "blur" or "image"
+    color: tuple[int, int, int] = (0, 0, 0)
+    radius: float | None = None
+    image: Image.Image | None = None
+
+    @property
+    def opaque(self) -> bool:
+        return self.kind != "transparent"
+
+
+def parse_background(spec: BackgroundSpec | Background) -> Background:
+    """Reads a background spec; raises ValueError with the accepted forms if it is unknown."""
+    if isinstance(spec, Background):
+        return spec
+    if isinstance(spec, Image.Image):
+        return Background("image", image=spec.convert("RGB"))
+    text = os.fspath(spec)
+    lowered = text.strip().lower()
+    if lowered == "transparent":
+        return Background("transparent")
+    if lowered in _COLORS:
+        return Background("color", color=_COLORS[lowered])
+    if match := _HEX.fullmatch(lowered):
+        value = match.group(1)
+        return Background("color", color=tuple(int(value[i : i + 2], 16) for i in (0, 2, 4)))
+    if lowered == "blur" or lowered.startswith("blur:"):
+        _, _, radius_text = lowered.partition(":")
+        try:
+            radius = float(radius_text) if radius_text else None
+        except ValueError:
+            radius = -1.0
+        if radius is not None and not radius > 0:
+            raise ValueError(f"blur radius must be a positive number of pixels, got {text!r}")
+        return Background("blur", radius=radius)
+    path = Path(text)
+    if path.is_file():
+        try:
+            with Image.open(path) as image:
+                return Background("image", image=ImageOps.exif_transpose(image).convert("RGB"))
+        except (OSError, ValueError, SyntaxError) as err:
+            raise ValueError(f"background image {text!r} is not readable ({err})") from err
+    raise ValueError(f"unknown background {text!r}: use {BACKGROUND_HELP}")
+
+
+def alpha_from_mask(
+    mask: Image.Image, size: tuple[int, int], threshold: float | None = None, feather: float = 0
+) -> Image.Image:
+    """The L alpha at ``size``: the soft mask upsampled, optionally hardened, then feathered."""
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
+    if feather < 0:
+        raise ValueError(f"feather must be >= 0 pixels, got {feather}")
+    alpha = mask.convert("L")
+    if alpha.size != size:
+        alpha = alpha.resize(size, Image.Resampling.BILINEAR)
+    if threshold is not None:
+        cut = threshold * 255.0
+        alpha = alpha.point(lambda v: 255 if v >= cut else 0)
+    if feather > 0:
+        alpha = alpha.filter(ImageFilter.GaussianBlur(feather))
+    return alpha
+
+
+def default_blur_radius(size: tuple[int, int]) -> float:
+    """Blur that reads as out-of-focus at any resolution: 2% of the longest side."""
+    return max(2.0, max(size) / 50.0)
+
+
+def _blurred_background(photo: Image.Image, alpha: Image.Image, radius: float) -> Image.Image:
+    # Blur with the person weighted out (premultiplied by 1 - alpha), so the person's
+    # colours do not bleed into the background as a halo around the silhouette.
+    weights = ImageOps.invert(alpha)
+    premultiplied = Image.merge("RGBA", (*photo.split(), weights)).convert("RGBa")
+    blurred = premultiplied.filter(ImageFilter.GaussianBlur(radius)).convert("RGBA")
+    return blurred.convert("RGB")
+
+
+def composite(
+    photo: Image.Image,
+    mask: Image.Image,
+    background: BackgroundSpec | Background = "transparent",
+    threshold: float | None = None,
+    feather: float = 0,
+) -> Image.Image:
+    """The photo with its background replaced; RGBA for ``transparent``, RGB otherwise."""
+    choice = parse_background(background)
+    photo = photo.convert("RGB")
+    alpha = alpha_from_mask(mask, photo.size, threshold, feather)
+    if choice.kind == "transparent":
+        result = photo.copy()
+        result.putalpha(alpha)
+    else:
+        if choice.kind == "color":
+            behind = Image.new("RGB", photo.size, choice.color)
+        elif choice.kind == "blur":
+            radius = choice.radius or default_blur_radius(photo.size)
+            behind = _blurred_background(photo, alpha, radius)
+        else:
+            behind = ImageOps.fit(choice.image, photo.size, Image.Resampling.LANCZOS)
+        result = Image.composite(photo, behind, alpha)
+    icc = photo.info.get("icc_profile")
+    if icc:
+        result.info["icc_profile"] = icc
+    return result

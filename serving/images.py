@@ -1,0 +1,87 @@
+"""Loads photos upright as 8-bit RGB and encodes the small copy sent to the server.
+
+Everything the model sees and everything the compositor paints on goes through
+here, so a photo shot in portrait (EXIF orientation) or stored as CMYK, 16-bit,
+palette or grayscale comes out as the same upright RGB pixels in both places.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+ImageSource = Union[str, "os.PathLike[str]", bytes, Image.Image]
+
+# Photos whose longest side exceeds this are downscaled before sending: the model
+# works at a few hundred pixels at most, so more only costs bandwidth and decoding.
+MAX_SIDE = 1024
+JPEG_QUALITY = 90
+_KEEP_ICC_MODES = {"RGB", "RGBA"}
+
+
+class InvalidImage(ValueError):
+    """The input is not a readable image."""
+
+
+def load(source: ImageSource) -> Image.Image:
+    """Opens a path, encoded bytes or PIL image as upright 8-bit RGB at full resolution."""
+    if isinstance(source, Image.Image):
+        return _upright_rgb(source)
+    name = "<bytes>" if isinstance(source, bytes) else os.fspath(source)
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else name) as image:
+            image.load()
+            return _upright_rgb(image)
+    except (
+        UnidentifiedImageError,
+        Image.DecompressionBombError,
+        OSError,
+        SyntaxError,
+        ValueError,
+    ) as err:
+        raise InvalidImage(f"{name}: not a readable image ({err})") from err
+
+
+def _upright_rgb(image: Image.Image) -> Image.Image:
+    try:
+        upright = ImageOps.exif_transpose(image)
+    except (OSError, ValueError, SyntaxError):  # a corrupt EXIF block is not worth failing on
+        upright = image
+    return to_rgb(upright)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Converts any Pillow mode to 8-bit RGB; transparent areas become white."""
+    mode = image.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        # 16-bit (or 32-bit) grayscale: scale to 8 bits instead of clipping at 255.
+        values = np.asarray(image, dtype=np.float64)
+        scale = 257.0 if mode != "F" and values.max(initial=0) > 255 else 1.0
+        gray = Image.fromarray(np.clip(np.rint(values / scale), 0, 255).astype(np.uint8), "L")
+        rgb = gray.convert("RGB")
+    elif mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        rgb = Image.new("RGB", rgba.size, (255, 255, 255))
+        rgb.paste(rgba, mask=rgba.getchannel("A"))
+    else:
+        rgb = image.convert("RGB") if mode != "RGB" else image.copy()
+    icc = image.info.get("icc_profile")
+    rgb.info = {"icc_profile": icc} if icc and mode in _KEEP_ICC_MODES else {}
+    return rgb
+
+
+def encode_for_request(image: Image.Image, max_side: int = MAX_SIDE) -> bytes:
+    """JPEG bytes of the RGB photo, downscaled so its longest side is at most ``max_side``."""
+    width, height = image.size
+    longest = max(width, height)
+    if longest > max_side:
+        scale = max_side / longest
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        image = image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=JPEG_QUALITY)
+    return buffer.getvalue()
