@@ -1,0 +1,143 @@
+"""Validating and normalising one image/mask pair, so training sees clean, upright data.
+
+The stored image keeps its original bytes when nothing needed changing (a JPEG
+stays the same JPEG); it is re-encoded only when it was rotated by EXIF,
+downscaled, or in a form the TensorFlow decoders would read differently.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps
+
+# Masks whose aspect ratio differs from the photo's by less than this are resized.
+ASPECT_TOLERANCE = 0.01
+JPEG_QUALITY = 95
+# Modes whose JPEG/PNG bytes TensorFlow decodes to the same RGB pixels as Pillow.
+_KEEP_MODES = {"JPEG": {"RGB", "L"}, "PNG": {"RGB", "RGBA", "L", "LA"}}
+_EXIF_ORIENTATION = 0x0112
+
+
+class Rejected(Exception):
+    """A pair that cannot be used; ``reason`` is the report's key."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Decoded:
+    image: bytes
+    mask: bytes
+    height: int
+    width: int
+    foreground_fraction: float
+    reencoded: bool
+
+
+def decode_pair(image_bytes: bytes, mask_bytes: bytes, max_side: int = 0) -> Decoded:
+    """The stored form of a pair, or Rejected saying why it is unusable."""
+    if not image_bytes or not mask_bytes:
+        raise Rejected("empty_file", "zero bytes")
+    image, image_format, rotated, (width, height) = _open(image_bytes, "unreadable_image", max_side)
+    mask = binarize_mask(_open(mask_bytes, "unreadable_mask", 0)[0])
+    _check_aspect(mask.shape, width, height)
+    size = _target_size(width, height, max_side)
+    if image.size != size:
+        image = image.resize(size, Image.Resampling.LANCZOS)
+    if mask.shape != (size[1], size[0]):
+        mask = np.asarray(_mask_image(mask).resize(size, Image.Resampling.NEAREST)) > 127
+    if not mask.any():
+        raise Rejected("empty_mask", "no foreground pixel")
+
+    keep = (
+        not rotated and size == (width, height) and image.mode in _KEEP_MODES.get(image_format, ())
+    )
+    return Decoded(
+        image=image_bytes if keep else _encode(image, image_format),
+        mask=_save(_mask_image(mask), "PNG"),
+        height=size[1],
+        width=size[0],
+        foreground_fraction=float(mask.mean()),
+        reencoded=not keep,
+    )
+
+
+def _target_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """Aspect-preserving size whose longer side is at most max_side (0: no limit)."""
+    scale = max_side / max(width, height) if max_side > 0 else 1.0
+    if scale >= 1.0:
+        return width, height
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def binarize_mask(mask: Image.Image) -> np.ndarray:
+    """Boolean foreground: the alpha channel when it varies, else luminance > 127."""
+    if mask.mode in ("P", "PA"):
+        mask = mask.convert("RGBA")
+    if "A" in mask.getbands():
+        alpha = np.asarray(mask.getchannel("A"))
+        if alpha.min() != alpha.max():
+            return alpha > 127
+    return np.asarray(mask.convert("L")) > 127
+
+
+def _open(
+    data: bytes, reason: str, max_side: int
+) -> tuple[Image.Image, str, bool, tuple[int, int]]:
+    """Decoded and upright, with its full upright size.
+
+    A JPEG much larger than max_side decodes at a reduced scale (JPEG draft mode),
+    which is several times faster for phone photos; the caller finishes the resize.
+    """
+    try:
+        image = Image.open(io.BytesIO(data))
+        image_format = image.format or ""
+        orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+        width, height = image.size
+        if orientation in (5, 6, 7, 8):
+            width, height = height, width
+        target = _target_size(image.width, image.height, max_side)
+        if image_format == "JPEG" and target != image.size:
+            image.draft(image.mode, target)
+        image.load()
+        rotated = orientation not in (0, 1)
+        if rotated:
+            image = ImageOps.exif_transpose(image)
+    except Exception as error:  # Pillow raises many types for bad files
+        raise Rejected(reason, f"{type(error).__name__}: {error}") from error
+    return image, image_format, rotated, (width, height)
+
+
+def _check_aspect(mask_shape: tuple[int, ...], width: int, height: int) -> None:
+    """A mask of another size is usable (resized) only if its aspect ratio matches."""
+    mask_height, mask_width = mask_shape
+    ratio = (mask_width / mask_height) / (width / height)
+    if abs(ratio - 1.0) > ASPECT_TOLERANCE:
+        raise Rejected(
+            "size_mismatch", f"mask {mask_width}x{mask_height} vs image {width}x{height}"
+        )
+
+
+def _mask_image(mask: np.ndarray) -> Image.Image:
+    return Image.fromarray(mask.astype(np.uint8) * 255, mode="L")
+
+
+def _encode(image: Image.Image, source_format: str) -> bytes:
+    """JPEG sources stay JPEG; everything else becomes PNG (lossless)."""
+    if source_format == "JPEG":
+        return _save(image if image.mode in ("RGB", "L") else image.convert("RGB"), "JPEG")
+    if image.mode not in _KEEP_MODES["PNG"]:
+        image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
+    return _save(image, "PNG")
+
+
+def _save(image: Image.Image, image_format: str) -> bytes:
+    buffer = io.BytesIO()
+    options = {"quality": JPEG_QUALITY} if image_format == "JPEG" else {}
+    image.save(buffer, format=image_format, **options)
+    return buffer.getvalue()

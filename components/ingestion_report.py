@@ -1,0 +1,140 @@
+"""The ingestion report: what was kept, what was skipped and why, and when to give up.
+
+Each pair's outcome is a small tuple combined inside Beam, so the report costs
+no memory per photo; examples of skipped files are the first few by name, so
+the report is the same whatever order Beam processed the pairs in.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import apache_beam as beam
+import tensorflow as tf
+
+REPORT_NAME = "ingestion_report.json"
+EXAMPLES_PER_REASON = 5
+USABLE, SKIPPED = "usable", "skipped"
+Outcome = tuple[str, str, Any]  # (USABLE, split, foreground fraction) or (SKIPPED, reason, name)
+
+
+class IngestionError(RuntimeError):
+    """Too little usable data: the pipeline must stop before training on it."""
+
+
+def usable(split: str, foreground_fraction: float) -> Outcome:
+    return (USABLE, split, foreground_fraction)
+
+
+def skipped(reason: str, name: str) -> Outcome:
+    return (SKIPPED, reason, name)
+
+
+class CountOutcomes(beam.CombineFn):
+    """Counts per split and per reason, mean foreground per split, a few names per reason."""
+
+    def create_accumulator(self) -> dict[str, dict]:
+        return {"splits": {}, "foreground": {}, "skipped": {}, "examples": {}}
+
+    def add_input(self, acc: dict[str, dict], outcome: Outcome) -> dict[str, dict]:
+        kind, key, value = outcome
+        if kind == USABLE:
+            acc["splits"][key] = acc["splits"].get(key, 0) + 1
+            acc["foreground"][key] = acc["foreground"].get(key, 0.0) + float(value)
+        else:
+            acc["skipped"][key] = acc["skipped"].get(key, 0) + 1
+            names = acc["examples"].setdefault(key, [])
+            names.append(value)
+            names.sort()
+            del names[EXAMPLES_PER_REASON:]
+        return acc
+
+    def merge_accumulators(self, accumulators) -> dict[str, dict]:
+        merged = self.create_accumulator()
+        for acc in accumulators:
+            for field in ("splits", "foreground", "skipped"):
+                for key, value in acc[field].items():
+                    merged[field][key] = merged[field].get(key, 0) + value
+            for reason, names in acc["examples"].items():
+                kept = sorted(merged["examples"].get(reason, []) + names)
+                merged["examples"][reason] = kept[:EXAMPLES_PER_REASON]
+        return merged
+
+    def extract_output(self, acc: dict[str, dict]) -> dict[str, dict]:
+        return acc
+
+
+def build_report(
+    counts: dict[str, dict], splits: Sequence[str], context: dict[str, Any]
+) -> dict[str, Any]:
+    """The JSON report from combined counts plus what the listing step knew."""
+    per_split = {split: counts["splits"].get(split, 0) for split in splits}
+    usable_count = sum(per_split.values())
+    skipped_count = sum(counts["skipped"].values())
+    total = usable_count + skipped_count
+    reasons = sorted(counts["skipped"].items(), key=lambda item: (-item[1], item[0]))
+    return {
+        **context,
+        "usable": usable_count,
+        "skipped": skipped_count,
+        "usable_fraction": round(usable_count / total, 4) if total else 0.0,
+        "splits": per_split,
+        "mean_foreground_fraction": {
+            split: round(counts["foreground"].get(split, 0.0) / per_split[split], 4)
+            for split in splits
+            if per_split[split]
+        },
+        "skipped_by_reason": dict(reasons),
+        "skipped_examples": {reason: counts["examples"][reason] for reason, _ in reasons},
+    }
+
+
+def write_report(report: dict[str, Any], path: str) -> None:
+    with tf.io.gfile.GFile(path, "w") as f:
+        f.write(json.dumps(report, indent=2, sort_keys=True) + "\n")
+
+
+def read_report(path: str) -> dict[str, Any]:
+    with tf.io.gfile.GFile(path, "r") as f:
+        return json.loads(f.read())
+
+
+def check_report(report: dict[str, Any], min_usable_fraction: float) -> None:
+    """Raise IngestionError naming the folders and the top reasons when data is too poor."""
+    folders = ", ".join(report.get("data_dirs", [])) or "(no folder given)"
+    if report["usable"] == 0:
+        raise IngestionError(
+            f"no usable image/mask pairs in {folders}; {top_reasons(report)}" + _warnings(report)
+        )
+    if report["usable_fraction"] < min_usable_fraction:
+        raise IngestionError(
+            f"only {report['usable']} of {report['usable'] + report['skipped']} files in "
+            f"{folders} are usable ({report['usable_fraction']:.0%} < min_usable_fraction "
+            f"{min_usable_fraction:.0%}); {top_reasons(report)}"
+        )
+    empty = [split for split, count in report["splits"].items() if count == 0]
+    if empty:
+        raise IngestionError(
+            f"the {' and '.join(empty)} split has no usable pair in {folders} after skipping "
+            f"bad files (groups per split before skipping: {report.get('groups')}); fix the "
+            'files or set group_pattern = "" so that every photo is its own group; '
+            + top_reasons(report)
+        )
+
+
+def top_reasons(report: dict[str, Any], limit: int = 3) -> str:
+    reasons = list(report["skipped_by_reason"].items())[:limit]
+    if not reasons:
+        return "nothing was skipped"
+    parts = [
+        f"{reason}: {count} (e.g. {', '.join(report['skipped_examples'][reason][:2])})"
+        for reason, count in reasons
+    ]
+    return "top reasons: " + "; ".join(parts)
+
+
+def _warnings(report: dict[str, Any]) -> str:
+    warnings = report.get("warnings") or []
+    return "; " + "; ".join(warnings) if warnings else ""

@@ -1,0 +1,241 @@
+"""Finding image/mask pairs in Kaggle-TikTok-layout folders and splitting them by group.
+
+Only paths are handled here (never pixels), so listing stays cheap for any number
+of photos; reading and validating the files happens per pair inside Beam.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import posixpath
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import tensorflow as tf
+
+IMAGES_DIR = "images"
+MASKS_DIR = "masks"
+CSV_NAME = "df.csv"
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+TRAIN, EVAL = "train", "eval"
+SPLITS = (TRAIN, EVAL)
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One image and its mask; ``name`` is how reports refer to the image."""
+
+    id: str
+    group: str
+    image: str
+    mask: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A file that could not become a pair, and why."""
+
+    reason: str
+    name: str
+
+
+@dataclass
+class Listing:
+    pairs: list[Pair] = field(default_factory=list)
+    skipped: list[Skip] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def group_key(stem: str, group_pattern: str) -> str:
+    """The first regex group of the pattern over the stem; the stem itself when none."""
+    if group_pattern:
+        match = re.match(group_pattern, stem)
+        if match and match.groups() and match.group(1):
+            return match.group(1)
+    return stem
+
+
+def list_pairs(data_dirs: Sequence[str], group_pattern: str) -> Listing:
+    """Pairs of every folder; ids (and groups) get the folder name when there are several."""
+    listing = Listing()
+    prefixes = _prefixes(data_dirs)
+    for data_dir, prefix in zip(data_dirs, prefixes, strict=True):
+        _list_folder(data_dir, prefix, group_pattern, listing)
+    return listing
+
+
+def _prefixes(data_dirs: Sequence[str]) -> list[str]:
+    if len(data_dirs) < 2:
+        return [""] * len(data_dirs)
+    names = [posixpath.basename(str(d).rstrip("/")) or "data" for d in data_dirs]
+    seen: Counter[str] = Counter()
+    prefixes = []
+    for name in names:
+        seen[name] += 1
+        prefixes.append(f"{name}/" if seen[name] == 1 else f"{name}{seen[name]}/")
+    return prefixes
+
+
+def _list_folder(data_dir: str, prefix: str, group_pattern: str, listing: Listing) -> None:
+    data_dir = str(data_dir)
+    files = set(_relative_files(data_dir))
+    if not files:
+        listing.warnings.append(f"{data_dir}: folder is missing or empty")
+        return
+    rows = _csv_rows(data_dir, files, listing) if CSV_NAME in files else None
+    if rows is None:
+        rows = _stem_rows(files, prefix, listing)
+    seen_ids: set[str] = set()
+    for image_rel, mask_rel in rows:
+        name = prefix + (image_rel or mask_rel)
+        if image_rel is None or image_rel not in files:
+            listing.skipped.append(Skip("missing_image", name))
+            continue
+        if mask_rel is None or mask_rel not in files:
+            listing.skipped.append(Skip("missing_mask", name))
+            continue
+        stem = _stem(image_rel)
+        pair_id = prefix + stem
+        if pair_id in seen_ids:
+            listing.skipped.append(Skip("duplicate_id", name))
+            continue
+        seen_ids.add(pair_id)
+        listing.pairs.append(
+            Pair(
+                id=pair_id,
+                group=prefix + group_key(stem, group_pattern),
+                image=posixpath.join(data_dir, image_rel),
+                mask=posixpath.join(data_dir, mask_rel),
+                name=name,
+            )
+        )
+
+
+def _relative_files(data_dir: str) -> list[str]:
+    """Every non-hidden file under the folder, relative to it, '/'-separated."""
+    if not tf.io.gfile.isdir(data_dir):
+        return []
+    found = []
+    for root, _, names in tf.io.gfile.walk(data_dir):
+        rel_root = posixpath.relpath(root, data_dir)
+        for name in names:
+            if not name.startswith("."):
+                found.append(name if rel_root == "." else posixpath.join(rel_root, name))
+    return sorted(found)
+
+
+def _csv_rows(
+    data_dir: str, files: set[str], listing: Listing
+) -> list[tuple[str | None, str | None]] | None:
+    """Rows of df.csv; None (with a warning) when it lacks the images/masks columns."""
+    path = posixpath.join(data_dir, CSV_NAME)
+    text = tf.io.gfile.GFile(path, "rb").read().decode("utf-8-sig", errors="replace")
+    reader = csv.DictReader(io.StringIO(text))
+    if not reader.fieldnames or not {"images", "masks"} <= set(reader.fieldnames):
+        listing.warnings.append(
+            f"{path}: no 'images,masks' columns (found {reader.fieldnames}); paired by file name"
+        )
+        return None
+    rows = []
+    for row in reader:
+        image = _normalise(row.get("images"))
+        mask = _normalise(row.get("masks"))
+        if image or mask:
+            rows.append((image, mask))
+    return rows
+
+
+def _normalise(rel: str | None) -> str | None:
+    rel = (rel or "").strip().replace("\\", "/")
+    return posixpath.normpath(rel) if rel else None
+
+
+def _stem_rows(
+    files: set[str], prefix: str, listing: Listing
+) -> list[tuple[str | None, str | None]]:
+    """Pairs images/<stem>.* with masks/<stem>.*; unmatched files become rows with a None."""
+    images = _by_stem(files, IMAGES_DIR, prefix, listing)
+    masks = _by_stem(files, MASKS_DIR, prefix, listing)
+    stems = sorted(set(images) | set(masks))
+    return [(images.get(stem), masks.get(stem)) for stem in stems]
+
+
+def _by_stem(files: set[str], folder: str, prefix: str, listing: Listing) -> dict[str, str]:
+    """One file per stem in a folder; extra same-stem files and non-images are skipped."""
+    chosen: dict[str, str] = {}
+    for rel in sorted(files):
+        parent, _, name = rel.rpartition("/")
+        if parent != folder:
+            continue
+        if posixpath.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
+            listing.skipped.append(Skip("unsupported_extension", prefix + rel))
+        elif _stem(rel) in chosen:
+            listing.skipped.append(Skip("duplicate_id", prefix + rel))
+        else:
+            chosen[_stem(rel)] = rel
+    return chosen
+
+
+def _stem(rel: str) -> str:
+    return posixpath.splitext(posixpath.basename(rel))[0]
+
+
+def unit_hash(key: str) -> float:
+    """A stable number in [0, 1) for a key (Python's hash() changes between runs)."""
+    digest = hashlib.sha256(key.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def assign_splits(
+    pairs: Iterable[Pair], eval_fraction: float, group_pattern: str
+) -> dict[str, str]:
+    """Group -> split by the group's hash, so frames of one video stay together.
+
+    A group goes to eval when its hash is below eval_fraction.  If that leaves a
+    split empty (few groups), the group nearest the boundary moves over, so any
+    two groups suffice; fewer fails with a message on how to regroup.
+    """
+    if not 0.0 < eval_fraction < 1.0:
+        raise ValueError(f"eval_fraction must be between 0 and 1, got {eval_fraction}")
+    pairs = list(pairs)
+    groups = sorted({pair.group for pair in pairs}, key=unit_hash)
+    if len(groups) < 2:
+        raise ValueError(split_help(len(pairs), len(groups), group_pattern))
+    eval_groups = {group for group in groups if unit_hash(group) < eval_fraction}
+    if not eval_groups:
+        eval_groups = {groups[0]}
+    if len(eval_groups) == len(groups):
+        eval_groups.discard(groups[-1])
+    return {group: EVAL if group in eval_groups else TRAIN for group in groups}
+
+
+def split_help(pair_count: int, group_count: int, group_pattern: str) -> str:
+    return (
+        f"cannot make both a train and an eval split: group_pattern {group_pattern!r} "
+        f"put {pair_count} pair(s) into {group_count} group(s), and a group never straddles "
+        'the splits; set group_pattern = "" so that every photo is its own group'
+    )
+
+
+def input_fingerprint(data_dirs: Sequence[str]) -> str:
+    """Hash of every file's (relative path, size, mtime): changes whenever the inputs do.
+
+    Computed when the pipeline is built and passed as an exec property, so an
+    unchanged data set lets the orchestrator reuse the cached ingestion.
+    """
+    digest = hashlib.sha256()
+    for data_dir in data_dirs:
+        data_dir = str(data_dir)
+        digest.update(f"dir\0{data_dir}\0".encode())
+        files = _relative_files(data_dir)
+        if not files:
+            digest.update(b"missing-or-empty\0")
+        for rel in files:
+            stat = tf.io.gfile.stat(posixpath.join(data_dir, rel))
+            digest.update(f"{rel}\0{stat.length}\0{stat.mtime_nsec}\0".encode())
+    return digest.hexdigest()
