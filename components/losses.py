@@ -16,7 +16,7 @@ _EPS = 1e-6
 
 def foreground_weight_from_fraction(fraction: float, cap: float = 20.0) -> float:
     """Balances the classes: weight = background / foreground, at least 1."""
-    fraction = min(max(fraction, 1.0 / cap), 1.0 - _EPS)
+    fraction = min(max(fraction, _EPS), 1.0 - _EPS)
     return float(min(max((1.0 - fraction) / fraction, 1.0), cap))
 
 

@@ -64,7 +64,7 @@ class PipelineConfig:
 
     # Evaluation gate.
     min_iou: float = 0.3
-    min_improvement: float = 0.0
+    min_improvement: float = 0.001  # an equal model is not rolled out
     threshold: float = 0.5
 
     # Rollout check after the push ("" skips it).

@@ -1,0 +1,77 @@
+"""tf.data input pipeline: decode and augment in parallel, then prefetch.
+
+Photos are decoded once at a margin above the model size and cached, so each
+epoch only crops, flips and jitters tensors instead of decoding JPEGs again.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from components import preprocessing as pp
+
+_AUTOTUNE = tf.data.AUTOTUNE
+# Decoded size relative to the model input; random crops take 1/_MARGIN..1 of it.
+_MARGIN = 1.25
+
+
+def _records(files: list[str]) -> tf.data.Dataset:
+    return tf.data.TFRecordDataset(files, compression_type="GZIP", num_parallel_reads=_AUTOTUNE)
+
+
+def _decode(height: int, width: int, size_factor: float):
+    big_h, big_w = round(height * size_factor), round(width * size_factor)
+
+    def decode(serialized):
+        example = tf.io.parse_single_example(serialized, pp.FEATURE_SPEC)
+        image = pp.resize_image(pp.decode_rgb(example[pp.IMAGE_KEY]), big_h, big_w)
+        mask = pp.resize_mask(pp.decode_mask(example[pp.MASK_KEY]), big_h, big_w)
+        return image, mask
+
+    return decode
+
+
+def augment(image: tf.Tensor, mask: tf.Tensor, height: int, width: int):
+    """Scale/crop, horizontal flip and colour jitter; the mask follows the geometry."""
+    both = tf.concat([image, mask], axis=-1)
+    big_h, big_w = tf.shape(both)[0], tf.shape(both)[1]
+    scale = tf.random.uniform([], 1.0 / _MARGIN, 1.0)
+    crop_h = tf.cast(tf.cast(big_h, tf.float32) * scale, tf.int32)
+    crop_w = tf.cast(tf.cast(big_w, tf.float32) * scale, tf.int32)
+    both = tf.image.random_crop(both, [crop_h, crop_w, 4])
+    both = tf.image.random_flip_left_right(both)
+    both = tf.image.resize(both, [height, width], method="bilinear")
+    image, mask = both[..., :3], both[..., 3:]
+    image = tf.image.random_brightness(image, 0.15)
+    image = tf.image.random_contrast(image, 0.75, 1.25)
+    image = tf.image.random_saturation(image, 0.7, 1.3)
+    image = tf.image.random_hue(image, 0.04)
+    return tf.clip_by_value(image, 0.0, 1.0), mask
+
+
+def train_dataset(
+    files: list[str], height: int, width: int, batch_size: int, augmented: bool = True
+) -> tf.data.Dataset:
+    factor = _MARGIN if augmented else 1.0
+    ds = _records(files).map(_decode(height, width, factor), num_parallel_calls=_AUTOTUNE).cache()
+    ds = ds.shuffle(512, reshuffle_each_iteration=True)
+    if augmented:
+        ds = ds.map(lambda i, m: augment(i, m, height, width), num_parallel_calls=_AUTOTUNE)
+    return ds.batch(batch_size).prefetch(_AUTOTUNE)
+
+
+def eval_dataset(files: list[str], height: int, width: int, batch_size: int) -> tf.data.Dataset:
+    ds = _records(files).map(_decode(height, width, 1.0), num_parallel_calls=_AUTOTUNE).cache()
+    return ds.batch(batch_size).prefetch(_AUTOTUNE)
+
+
+def foreground_fraction(ds: tf.data.Dataset) -> float:
+    """Mean share of person pixels in the (unbatched or batched) masks of ds."""
+    total = ds.reduce(
+        (tf.constant(0.0, tf.float64), tf.constant(0.0, tf.float64)),
+        lambda acc, batch: (
+            acc[0] + tf.reduce_sum(tf.cast(batch[1], tf.float64)),
+            acc[1] + tf.cast(tf.size(batch[1]), tf.float64),
+        ),
+    )
+    return float(total[0] / max(float(total[1]), 1.0))

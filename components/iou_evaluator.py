@@ -1,0 +1,161 @@
+"""Evaluator gated on foreground IoU, never on pixel accuracy.
+
+The candidate and the last blessed model are both scored on the eval split in
+one pass, through their ``serving_default`` signature (the path users hit),
+with each mask upsampled to the stored photo's resolution.  The output is a
+standard ModelBlessing, so the stock Pusher and LatestBlessedModelStrategy
+understand it.
+"""
+
+import json
+import os
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+from tfx import v1 as tfx
+from tfx.types import artifact_utils
+from tfx.utils import path_utils
+
+from components import preprocessing as pp
+from components.losses import iou_counts
+from serving import defaults
+
+Examples = tfx.types.standard_artifacts.Examples
+Model = tfx.types.standard_artifacts.Model
+ModelBlessing = tfx.types.standard_artifacts.ModelBlessing
+REPORT_FILE = "evaluation.json"
+
+
+@dataclass
+class Scores:
+    foreground_iou: float  # sum of intersections / sum of unions over the split
+    mean_iou: float  # mean of per-image IoU
+    images: int
+
+
+def decide(
+    candidate: Scores, baseline: Scores | None, min_iou: float, min_improvement: float
+) -> tuple[bool, str]:
+    """The rollout rule: above the floor, and better than what is served."""
+    if candidate.images == 0:
+        return False, "the eval split has no images"
+    if candidate.foreground_iou < min_iou:
+        return False, f"IoU {candidate.foreground_iou:.4f} is below min_iou {min_iou:.4f}"
+    if baseline is None:
+        return True, f"IoU {candidate.foreground_iou:.4f} >= min_iou {min_iou:.4f}; no baseline"
+    needed = baseline.foreground_iou + min_improvement
+    if candidate.foreground_iou < needed:
+        return False, (
+            f"IoU {candidate.foreground_iou:.4f} does not reach baseline "
+            f"{baseline.foreground_iou:.4f} + min_improvement {min_improvement:.4f}"
+        )
+    return True, (
+        f"IoU {candidate.foreground_iou:.4f} >= baseline {baseline.foreground_iou:.4f} "
+        f"+ min_improvement {min_improvement:.4f}"
+    )
+
+
+class _Accumulator:
+    def __init__(self) -> None:
+        self.intersection = self.union = 0
+        self.per_image: list[float] = []
+
+    def add(self, truth: np.ndarray, pred: np.ndarray) -> None:
+        inter, union = iou_counts(truth, pred)
+        self.intersection += inter
+        self.union += union
+        self.per_image.append(1.0 if union == 0 else inter / union)
+
+    def scores(self) -> Scores:
+        total = self.intersection / self.union if self.union else 0.0
+        mean = float(np.mean(self.per_image)) if self.per_image else 0.0
+        return Scores(float(total), mean, len(self.per_image))
+
+
+def _predict_full_resolution(signature, images: tf.Tensor, threshold: float) -> list[np.ndarray]:
+    out = signature(**{defaults.INPUT_IMAGES: images})
+    masks = []
+    for mask, h, w in zip(
+        out[defaults.OUTPUT_MASK],
+        out[defaults.OUTPUT_HEIGHT],
+        out[defaults.OUTPUT_WIDTH],
+        strict=True,
+    ):
+        soft = tf.image.resize(tf.cast(mask[..., None], tf.float32) / 255.0, [h, w], "bilinear")
+        masks.append(soft.numpy()[..., 0] > threshold)
+    return masks
+
+
+def score_models(
+    eval_files: list[str], signatures: dict[str, object], threshold: float, batch_size: int = 8
+) -> dict[str, Scores]:
+    """Scores each named signature on the same examples in one pass."""
+    accumulators = {name: _Accumulator() for name in signatures}
+    ds = tf.data.TFRecordDataset(eval_files, compression_type="GZIP").batch(batch_size)
+    spec = {pp.IMAGE_KEY: pp.FEATURE_SPEC[pp.IMAGE_KEY], pp.MASK_KEY: pp.FEATURE_SPEC[pp.MASK_KEY]}
+    for serialized in ds:
+        parsed = tf.io.parse_example(serialized, spec)
+        truths = [pp.decode_mask(m).numpy()[..., 0] > 0.5 for m in parsed[pp.MASK_KEY]]
+        for name, signature in signatures.items():
+            preds = _predict_full_resolution(signature, parsed[pp.IMAGE_KEY], threshold)
+            for truth, pred in zip(truths, preds, strict=True):
+                accumulators[name].add(truth, pred)
+    return {name: acc.scores() for name, acc in accumulators.items()}
+
+
+def _serving_signature(model: Model):
+    loaded = tf.saved_model.load(path_utils.serving_model_path(model.uri))
+    return loaded, loaded.signatures[defaults.SIGNATURE_BYTES]
+
+
+@tfx.dsl.components.component
+def IoUEvaluator(  # noqa: N802 - TFX names components like classes
+    examples: tfx.dsl.components.InputArtifact[Examples],
+    model: tfx.dsl.components.InputArtifact[Model],
+    blessing: tfx.dsl.components.OutputArtifact[ModelBlessing],
+    baseline_model: tfx.dsl.components.InputArtifact[Model] = None,
+    min_iou: tfx.dsl.components.Parameter[float] = 0.5,
+    min_improvement: tfx.dsl.components.Parameter[float] = 0.0,
+    threshold: tfx.dsl.components.Parameter[float] = 0.5,
+) -> None:
+    eval_uri = artifact_utils.get_split_uri([examples], "eval")
+    eval_files = tf.io.gfile.glob(os.path.join(eval_uri, "*"))
+    keep_alive = []
+    signatures = {}
+    for name, artifact in (("candidate", model), ("baseline", baseline_model)):
+        if artifact is not None:
+            loaded, signatures[name] = _serving_signature(artifact)
+            keep_alive.append(loaded)
+    scores = score_models(eval_files, signatures, threshold)
+    candidate, baseline = scores["candidate"], scores.get("baseline")
+    blessed, reason = decide(candidate, baseline, min_iou, min_improvement)
+    logging.info("IoU gate: %s (%s)", "BLESSED" if blessed else "NOT BLESSED", reason)
+
+    blessing.set_int_custom_property("blessed", int(blessed))
+    blessing.set_int_custom_property("current_model_id", model.id)
+    blessing.set_string_custom_property("current_model", model.uri)
+    blessing.set_float_custom_property("foreground_iou", candidate.foreground_iou)
+    blessing.set_float_custom_property("mean_iou", candidate.mean_iou)
+    blessing.set_string_custom_property("reason", reason)
+    if baseline_model is not None:
+        blessing.set_int_custom_property("baseline_model_id", baseline_model.id)
+        blessing.set_string_custom_property("baseline_model", baseline_model.uri)
+        blessing.set_float_custom_property("baseline_foreground_iou", baseline.foreground_iou)
+    report = {
+        "blessed": blessed,
+        "reason": reason,
+        "min_iou": min_iou,
+        "min_improvement": min_improvement,
+        "threshold": threshold,
+        "candidate": asdict(candidate),
+        "baseline": asdict(baseline) if baseline else None,
+    }
+    tf.io.gfile.makedirs(blessing.uri)
+    with tf.io.gfile.GFile(os.path.join(blessing.uri, REPORT_FILE), "w") as f:
+        json.dump(report, f, indent=2)
+    with tf.io.gfile.GFile(
+        os.path.join(blessing.uri, "BLESSED" if blessed else "NOT_BLESSED"), "w"
+    ) as f:
+        f.write("")

@@ -1,0 +1,125 @@
+"""TFX Trainer module file: trains the UNet and exports the serving SavedModel.
+
+Settings arrive as the pipeline's JSON config in ``custom_config["config"]``,
+so the Trainer reads the same configuration as every other component.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import keras
+from absl import logging
+from tfx import v1 as tfx
+
+from components import dataset, losses
+from components.export import export_saved_model
+from components.unet import build_unet
+
+KERAS_SUBDIR = "keras"
+KERAS_FILE = "model.keras"
+
+
+def _settings(fn_args: tfx.components.FnArgs) -> dict:
+    return json.loads(fn_args.custom_config["config"])
+
+
+def keras_path(serving_model_dir: str) -> str:
+    """The Keras copy beside Format-Serving, which warm starts load."""
+    return os.path.join(os.path.dirname(serving_model_dir.rstrip("/")), KERAS_SUBDIR, KERAS_FILE)
+
+
+def _build_or_warm_start(cfg: dict, base_model: str | None) -> keras.Model:
+    model = build_unet(
+        cfg["image_height"],
+        cfg["image_width"],
+        cfg["unet_filters"],
+        cfg["unet_depth"],
+        cfg["separable"],
+    )
+    if cfg["warm_start"] and base_model:
+        source = keras_path(base_model)
+        base = keras.models.load_model(source, compile=False)
+        if [w.shape for w in base.weights] != [w.shape for w in model.weights]:
+            raise ValueError(
+                f"warm_start: the last blessed model ({source}) has another architecture "
+                f"({base.name}) than the configured one ({model.name}); set warm_start = false"
+            )
+        model.set_weights(base.get_weights())
+        logging.info("Warm start from %s", source)
+    return model
+
+
+def _backup_dir(cfg: dict) -> str:
+    """Checkpoints survive an interrupted run; a changed config starts afresh."""
+    keys = (
+        "data_dirs",
+        "image_height",
+        "image_width",
+        "unet_filters",
+        "unet_depth",
+        "separable",
+        "epochs",
+        "batch_size",
+        "learning_rate",
+        "synthetic_count",
+    )
+    digest = hashlib.sha256(json.dumps({k: cfg[k] for k in keys}).encode()).hexdigest()[:12]
+    return os.path.join(cfg["pipeline_root"], "train_backup", digest)
+
+
+def run_fn(fn_args: tfx.components.FnArgs) -> None:
+    cfg = _settings(fn_args)
+    height, width, batch = cfg["image_height"], cfg["image_width"], cfg["batch_size"]
+    train = dataset.train_dataset(fn_args.train_files, height, width, batch, cfg["augment"])
+    evaluation = dataset.eval_dataset(fn_args.eval_files, height, width, batch)
+
+    weight = cfg["foreground_weight"]
+    if weight <= 0:
+        fraction = dataset.foreground_fraction(train)  # also fills the decode cache
+        weight = losses.foreground_weight_from_fraction(fraction)
+        logging.info("Foreground fraction %.3f -> foreground weight %.2f", fraction, weight)
+
+    model = _build_or_warm_start(cfg, fn_args.base_model)
+    model.compile(
+        optimizer=keras.optimizers.Adam(cfg["learning_rate"]),
+        loss=losses.make_loss(weight, cfg["dice_weight"]),
+        # Pixel accuracy is logged for observation only; the gate is IoU.
+        metrics=[losses.ForegroundIoU(cfg["threshold"]), "binary_accuracy"],
+    )
+    best = os.path.join(fn_args.model_run_dir, "best.weights.h5")
+    callbacks = [
+        keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch"),
+        keras.callbacks.BackupAndRestore(_backup_dir(cfg)),
+        keras.callbacks.ModelCheckpoint(
+            best,
+            monitor="val_foreground_iou",
+            mode="max",
+            save_best_only=True,
+            save_weights_only=True,
+        ),
+    ]
+    steps = cfg["steps_per_epoch"] or None
+    model.fit(
+        train.repeat() if steps else train,
+        epochs=cfg["epochs"],
+        steps_per_epoch=steps,
+        validation_data=evaluation,
+        callbacks=callbacks,
+        verbose=2,
+    )
+    if os.path.exists(best):
+        model.load_weights(best)
+
+    export_saved_model(model, fn_args.serving_model_dir)
+    keras_file = keras_path(fn_args.serving_model_dir)
+    os.makedirs(os.path.dirname(keras_file), exist_ok=True)
+    model.save(keras_file)
+    logging.info(
+        "Exported %s (%d parameters) to %s",
+        model.name,
+        model.count_params(),
+        fn_args.serving_model_dir,
+    )

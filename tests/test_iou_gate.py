@@ -1,0 +1,80 @@
+"""The blessing rule and the IoU scoring the Evaluator runs."""
+
+import io
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from components.iou_evaluator import Scores, decide, score_models
+from serving import defaults
+
+
+def s(iou):
+    return Scores(foreground_iou=iou, mean_iou=iou, images=10)
+
+
+@pytest.mark.parametrize(
+    ("candidate", "baseline", "min_improvement", "blessed", "words"),
+    [
+        (0.70, None, 0.01, True, "no baseline"),
+        (0.40, None, 0.01, False, "below min_iou"),
+        (0.70, 0.75, 0.01, False, "does not reach"),
+        (0.75, 0.75, 0.01, False, "does not reach"),
+        (0.75, 0.75, 0.0, True, ">= baseline"),
+        (0.755, 0.75, 0.01, False, "does not reach"),
+        (0.80, 0.75, 0.01, True, ">= baseline"),
+        (0.45, 0.30, 0.01, False, "below min_iou"),
+    ],
+)
+def test_decide(candidate, baseline, min_improvement, blessed, words):
+    ok, reason = decide(s(candidate), s(baseline) if baseline else None, 0.5, min_improvement)
+    assert ok is blessed
+    assert words in reason
+
+
+def test_no_eval_images_is_never_blessed():
+    ok, reason = decide(Scores(0.0, 0.0, 0), None, 0.0, 0.0)
+    assert not ok and "no images" in reason
+
+
+def _example(image: np.ndarray, mask: np.ndarray) -> bytes:
+    def png(a):
+        buf = io.BytesIO()
+        Image.fromarray(a).save(buf, "PNG")
+        return buf.getvalue()
+
+    feature = {
+        "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[png(image)])),
+        "mask": tf.train.Feature(bytes_list=tf.train.BytesList(value=[png(mask)])),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def test_score_models_against_numpy(tmp_path):
+    """A fake 'model' that predicts the left half: IoU is known exactly per image."""
+    masks = [np.zeros((20, 40), np.uint8) for _ in range(3)]
+    masks[0][:, :20] = 255  # exactly the left half: IoU 1
+    masks[1][:, :10] = 255  # a quarter: IoU 0.5
+    masks[2][:, 30:] = 255  # disjoint: IoU 0
+    path = str(tmp_path / "eval.gz")
+    with tf.io.TFRecordWriter(path, options="GZIP") as writer:
+        for m in masks:
+            writer.write(_example(np.zeros((20, 40, 3), np.uint8), m))
+
+    def left_half(images):
+        n = tf.shape(images)[0]
+        half = tf.concat([tf.fill([8, 4], 255), tf.zeros([8, 4], tf.int32)], axis=1)
+        return {
+            defaults.OUTPUT_MASK: tf.cast(tf.tile(half[None], [n, 1, 1]), tf.uint8),
+            defaults.OUTPUT_HEIGHT: tf.fill([n], 20),
+            defaults.OUTPUT_WIDTH: tf.fill([n], 40),
+        }
+
+    scores = score_models([path], {"candidate": left_half}, threshold=0.5, batch_size=2)
+    got = scores["candidate"]
+    assert got.images == 3
+    assert got.mean_iou == pytest.approx((1.0 + 0.5 + 0.0) / 3)
+    # Dataset-level: intersections 400 + 200 + 0 over unions 400 + 400 + 600.
+    assert got.foreground_iou == pytest.approx(600 / 1400)
