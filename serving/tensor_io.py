@@ -1,0 +1,97 @@
+"""Checks PredictRequest tensors against a SignatureDef and converts TensorProto <-> numpy.
+
+The checks and messages follow TF Serving's ``predict_util``, so a client
+sees the same INVALID_ARGUMENT errors from the local server as in production,
+plus a readable dtype/shape message instead of a graph-execution error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
+from tensorflow.core.protobuf import meta_graph_pb2
+
+from serving.model_store import ServingError
+
+
+def _invalid(message: str) -> ServingError:
+    return ServingError(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def _dtype_name(dtype: int) -> str:
+    try:
+        return tf.as_dtype(dtype).name
+    except TypeError:
+        return f"invalid dtype {dtype}"
+
+
+def _shape_text(dims: Iterable[int]) -> str:
+    return "[" + ",".join("?" if d < 0 else str(d) for d in dims) + "]"
+
+
+def _check_shape(alias: str, shape: tuple[int, ...], expected: tensor_shape_pb2.TensorShapeProto):
+    if expected.unknown_rank:
+        return
+    dims = [dim.size for dim in expected.dim]
+    fits = len(dims) == len(shape) and all(
+        d < 0 or d == s for d, s in zip(dims, shape, strict=True)
+    )
+    if not fits:
+        raise _invalid(
+            f"input {alias!r} has shape {_shape_text(shape)} but the signature expects "
+            f"{_shape_text(dims)}"
+        )
+
+
+def parse_inputs(
+    signature: meta_graph_pb2.SignatureDef, inputs: Mapping[str, tensor_pb2.TensorProto]
+) -> dict[str, np.ndarray]:
+    """The request's tensors as numpy arrays, after checking names, dtypes and shapes."""
+    sent, expected = set(inputs), set(signature.inputs)
+    if sent != expected:
+        raise _invalid(
+            f"input size does not match signature: {len(sent)}!={len(expected)} "
+            f"len({{{','.join(sorted(sent))}}}) != len({{{','.join(sorted(expected))}}}). "
+            f"Sent extra: {{{','.join(sorted(sent - expected))}}}. "
+            f"Missing but required: {{{','.join(sorted(expected - sent))}}}."
+        )
+    arrays = {}
+    for alias, proto in inputs.items():
+        info = signature.inputs[alias]
+        if proto.dtype != info.dtype:
+            raise _invalid(
+                f"input {alias!r} must be {_dtype_name(info.dtype)} "
+                f"but {_dtype_name(proto.dtype)} was sent"
+            )
+        try:
+            array = tf.make_ndarray(proto)
+        except (TypeError, ValueError) as error:
+            raise _invalid(f"tensor parsing error: {alias} ({error})") from error
+        _check_shape(alias, array.shape, info.tensor_shape)
+        arrays[alias] = array
+    return arrays
+
+
+def check_output_filter(
+    signature: meta_graph_pb2.SignatureDef, output_filter: Iterable[str]
+) -> list[str]:
+    """The output aliases to return: the filter if given (validated), else all of them."""
+    wanted: list[str] = []
+    for alias in output_filter:
+        if alias not in signature.outputs:
+            raise _invalid(
+                f"output tensor alias not found in signature: {alias} Outputs expected to be "
+                f"in the set {{{','.join(sorted(signature.outputs))}}}."
+            )
+        if alias in wanted:
+            raise _invalid(f"duplicate output tensor alias: {alias}")
+        wanted.append(alias)
+    return wanted or sorted(signature.outputs)
+
+
+def to_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
+    return tf.make_tensor_proto(array)

@@ -1,0 +1,76 @@
+"""Helpers for tests that need a real SavedModel behind a real local server.
+
+Plain functions (no pytest fixtures) so any test module can import them.
+Exports take seconds, so tests export once and ``publish_version`` copies.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from serving import defaults
+
+
+def export_tiny_model(
+    serving_dir: str | os.PathLike,
+    model_name: str = defaults.MODEL_NAME,
+    version: int = 1,
+    size: int = 32,
+) -> Path:
+    """Exports an untrained tiny UNet as ``serving_dir/model_name/version`` (atomically)."""
+    from components.export import export_saved_model
+    from components.unet import build_unet
+
+    target = Path(serving_dir) / model_name / str(version)
+    staging = target.with_name(f".{version}.exporting")
+    shutil.rmtree(staging, ignore_errors=True)
+    export_saved_model(build_unet(size, size, filters=4, depth=2), str(staging))
+    staging.rename(target)
+    return target
+
+
+def publish_version(
+    saved_model: str | os.PathLike,
+    serving_dir: str | os.PathLike,
+    model_name: str = defaults.MODEL_NAME,
+    version: int = 1,
+) -> Path:
+    """Copies a SavedModel to ``serving_dir/model_name/version`` via a rename, as a Pusher would."""
+    target = Path(serving_dir) / model_name / str(version)
+    staging = target.with_name(f".{version}.copying")
+    shutil.copytree(saved_model, staging)
+    staging.rename(target)
+    return target
+
+
+def encode_image(width: int, height: int, fmt: str = "JPEG", seed: int = 0) -> bytes:
+    """A random RGB photo of the given size, encoded as JPEG or PNG."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def start_local_server(serving_dir: str | os.PathLike, timeout: float = 60.0, **kwargs):
+    """A started ``LocalServer`` on 127.0.0.1 (ephemeral port) with a version loaded.
+
+    Polling and settling default to 0.2 s so tests are fast.  Stop it with ``.stop()``.
+    """
+    from serving.server import LocalServer
+
+    kwargs.setdefault("poll_seconds", 0.2)
+    kwargs.setdefault("settle_seconds", 0.2)
+    server = LocalServer(serving_dir, host="127.0.0.1", port=0, **kwargs)
+    server.start()
+    try:
+        server.wait_until_available(timeout)
+    except BaseException:
+        server.stop(grace=0)
+        raise
+    return server

@@ -1,0 +1,443 @@
+"""The local server over real gRPC, driven by TF Serving's official client stubs."""
+
+from __future__ import annotations
+
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from serving_fixtures import encode_image, export_tiny_model, publish_version, start_local_server
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+from serving import defaults
+from serving.server import LocalServer
+
+REPO = Path(__file__).resolve().parents[1]
+NAME = defaults.MODEL_NAME
+State = get_model_status_pb2.ModelVersionStatus.State
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    """One exported SavedModel, copied into each test's serving dir."""
+    return export_tiny_model(tmp_path_factory.mktemp("export"), NAME, 1)
+
+
+class Client:
+    """TF Serving's official stubs on one channel."""
+
+    def __init__(self, port: int) -> None:
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        self.predict_stub = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
+        self.model_stub = model_service_pb2_grpc.ModelServiceStub(self.channel)
+        self.health_stub = health_pb2_grpc.HealthStub(self.channel)
+
+    def predict(
+        self,
+        images: list[bytes],
+        *,
+        name: str = NAME,
+        version: int | None = None,
+        label: str = "",
+        output_filter: tuple[str, ...] = (),
+    ) -> predict_pb2.PredictResponse:
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = name
+        if version is not None:
+            request.model_spec.version.value = version
+        if label:
+            request.model_spec.version_label = label
+        request.inputs[defaults.INPUT_IMAGES].CopyFrom(tf.make_tensor_proto(images))
+        request.output_filter.extend(output_filter)
+        return self.predict_stub.Predict(request, timeout=30)
+
+    def status(self, name: str = NAME, version: int | None = None):
+        request = get_model_status_pb2.GetModelStatusRequest()
+        request.model_spec.name = name
+        if version is not None:
+            request.model_spec.version.value = version
+        response = self.model_stub.GetModelStatus(request, timeout=10)
+        return {s.version: s for s in response.model_version_status}
+
+    def health(self) -> int:
+        request = health_pb2.HealthCheckRequest(service="tensorflow.serving.PredictionService")
+        return self.health_stub.Check(request, timeout=10).status
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+def error_of(call: Callable[[], object]) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as caught:
+        call()
+    return caught.value
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def shared(tiny_model, tmp_path_factory) -> Iterator[tuple[LocalServer, Client]]:
+    """Versions 1 and 2 both served, with labels; for tests that only read."""
+    serving_dir = tmp_path_factory.mktemp("serving")
+    publish_version(tiny_model, serving_dir, NAME, 1)
+    publish_version(tiny_model, serving_dir, NAME, 2)
+    server = start_local_server(serving_dir, max_versions=2, labels={"stable": 1, "canary": 2})
+    wait_for(lambda: server.store.served_versions() == [1, 2])
+    client = Client(server.port)
+    yield server, client
+    client.close()
+    server.stop()
+
+
+def test_predict_jpeg_and_png_of_different_sizes(shared):
+    _, client = shared
+    images = [encode_image(40, 30, "JPEG"), encode_image(20, 50, "PNG", seed=1)]
+
+    response = client.predict(images)
+
+    mask = tf.make_ndarray(response.outputs[defaults.OUTPUT_MASK])
+    assert mask.shape == (2, 32, 32) and mask.dtype == np.uint8
+    assert tf.make_ndarray(response.outputs[defaults.OUTPUT_HEIGHT]).tolist() == [30, 50]
+    assert tf.make_ndarray(response.outputs[defaults.OUTPUT_WIDTH]).tolist() == [40, 20]
+    assert response.model_spec.name == NAME
+    assert response.model_spec.version.value == 2  # the latest
+    assert response.model_spec.signature_name == defaults.SIGNATURE_BYTES
+
+
+def test_specific_version_and_label(shared):
+    _, client = shared
+    image = [encode_image(16, 16)]
+    assert client.predict(image, version=1).model_spec.version.value == 1
+    assert client.predict(image, label="stable").model_spec.version.value == 1
+    assert client.predict(image, label="canary").model_spec.version.value == 2
+
+    assert error_of(lambda: client.predict(image, version=7)).code() == grpc.StatusCode.NOT_FOUND
+    unknown_label = error_of(lambda: client.predict(image, label="beta"))
+    assert unknown_label.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "Unrecognized servable version label: beta" in unknown_label.details()
+
+
+def test_output_filter_returns_only_the_requested_outputs(shared):
+    _, client = shared
+    response = client.predict([encode_image(16, 16)], output_filter=(defaults.OUTPUT_MASK,))
+    assert set(response.outputs) == {defaults.OUTPUT_MASK}
+
+    error = error_of(lambda: client.predict([encode_image(16, 16)], output_filter=("nope",)))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "output tensor alias not found in signature: nope" in error.details()
+
+
+def test_metadata_lists_the_three_signatures(shared):
+    _, client = shared
+    request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+    request.model_spec.name = NAME
+
+    response = client.predict_stub.GetModelMetadata(request, timeout=10)
+
+    signatures = get_model_metadata_pb2.SignatureDefMap()
+    assert response.metadata["signature_def"].Unpack(signatures)
+    names = {defaults.SIGNATURE_BYTES, defaults.SIGNATURE_FLOAT, defaults.SIGNATURE_EXAMPLES}
+    assert names <= set(signatures.signature_def)
+    images = signatures.signature_def[defaults.SIGNATURE_BYTES].inputs[defaults.INPUT_IMAGES]
+    assert images.dtype == tf.string.as_datatype_enum
+    assert response.model_spec.version.value == 2
+
+    request.metadata_field[:] = ["nope"]
+    error = error_of(lambda: client.predict_stub.GetModelMetadata(request, timeout=10))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_status_and_health_show_available_versions(shared):
+    _, client = shared
+    statuses = client.status()
+    assert sorted(statuses) == [1, 2]
+    assert all(s.state == State.AVAILABLE and s.status.error_code == 0 for s in statuses.values())
+    assert list(client.status(version=2)) == [2]
+    assert client.health() == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_unknown_model_is_not_found_everywhere(shared):
+    _, client = shared
+    predict = error_of(lambda: client.predict([encode_image(8, 8)], name="other"))
+    assert predict.code() == grpc.StatusCode.NOT_FOUND
+    assert error_of(lambda: client.status(name="other")).code() == grpc.StatusCode.NOT_FOUND
+    metadata = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+    metadata.model_spec.name = "other"
+    error = error_of(lambda: client.predict_stub.GetModelMetadata(metadata, timeout=10))
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_garbage_bytes_are_an_invalid_argument(shared):
+    _, client = shared
+    error = error_of(lambda: client.predict([b"not an image at all"]))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details().startswith("Unknown image file format")
+    assert "{{" not in error.details()
+
+
+def test_wrong_dtype_shape_inputs_and_signature(shared):
+    _, client = shared
+
+    def call(signature: str, **inputs: np.ndarray):
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = NAME
+        request.model_spec.signature_name = signature
+        for key, value in inputs.items():
+            request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+        return error_of(lambda: client.predict_stub.Predict(request, timeout=10))
+
+    wrong_dtype = call("", images=np.zeros([1], np.float32))
+    assert wrong_dtype.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "must be string but float32 was sent" in wrong_dtype.details()
+
+    wrong_shape = call(defaults.SIGNATURE_FLOAT, pixels=np.zeros([1, 8, 8, 3], np.float32))
+    assert wrong_shape.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "has shape [1,8,8,3] but the signature expects [?,32,32,3]" in wrong_shape.details()
+
+    missing = call("", pictures=np.array([b"x"], object))
+    assert missing.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "Missing but required: {images}" in missing.details()
+
+    unknown = call("nope", images=np.array([b"x"], object))
+    assert unknown.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_float_signature_runs(shared):
+    _, client = shared
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = NAME
+    request.model_spec.signature_name = defaults.SIGNATURE_FLOAT
+    request.inputs["pixels"].CopyFrom(tf.make_tensor_proto(np.full([3, 32, 32, 3], 0.5, "f4")))
+
+    response = client.predict_stub.Predict(request, timeout=30)
+
+    probabilities = tf.make_ndarray(response.outputs["probabilities"])
+    assert probabilities.shape == (3, 32, 32, 1)
+    assert ((probabilities >= 0) & (probabilities <= 1)).all()
+    assert response.model_spec.signature_name == defaults.SIGNATURE_FLOAT
+
+
+def test_no_version_yet_is_unavailable_until_one_is_pushed(tiny_model, tmp_path):
+    with LocalServer(tmp_path, NAME, port=0, poll_seconds=0.2, settle_seconds=0.2) as server:
+        client = Client(server.port)
+        unavailable = error_of(lambda: client.predict([encode_image(8, 8)]))
+        assert unavailable.code() == grpc.StatusCode.UNAVAILABLE
+        assert client.health() == health_pb2.HealthCheckResponse.NOT_SERVING
+
+        publish_version(tiny_model, tmp_path, NAME, 1)
+        wait_for(lambda: client.health() == health_pb2.HealthCheckResponse.SERVING)
+        assert client.predict([encode_image(8, 8)]).model_spec.version.value == 1
+        client.close()
+
+
+def test_rollout_under_load_has_no_failed_request(tiny_model, tmp_path):
+    publish_version(tiny_model, tmp_path, NAME, 1)
+    server = start_local_server(tmp_path, max_versions=1)
+    client = Client(server.port)
+    seen: list[int] = []
+    failures: list[grpc.RpcError] = []
+    stop = threading.Event()
+
+    def send_continuously() -> None:
+        image = [encode_image(24, 24)]
+        while not stop.is_set():
+            try:
+                seen.append(client.predict(image).model_spec.version.value)
+            except grpc.RpcError as error:
+                failures.append(error)
+
+    sender = threading.Thread(target=send_continuously)
+    sender.start()
+    try:
+        wait_for(lambda: len(seen) >= 3)
+        # Copied in place, file by file: the server must wait for it to settle.
+        shutil.copytree(tiny_model, tmp_path / NAME / "2")
+        wait_for(lambda: seen[-1] == 2)
+        wait_for(lambda: client.status(version=1)[1].state == State.END)
+        count = len(seen)
+        wait_for(lambda: len(seen) >= count + 3)
+    finally:
+        stop.set()
+        sender.join()
+        server.stop()
+    assert failures == []
+    switch = seen.index(2)
+    assert switch > 0 and set(seen[:switch]) == {1} and set(seen[switch:]) == {2}
+
+
+def test_unloaded_version_is_not_found(tiny_model, tmp_path):
+    publish_version(tiny_model, tmp_path, NAME, 1)
+    server = start_local_server(tmp_path, max_versions=1)
+    client = Client(server.port)
+    try:
+        publish_version(tiny_model, tmp_path, NAME, 2)
+        wait_for(lambda: server.store.served_versions() == [2])
+        assert client.status()[1].state == State.END
+        assert client.status()[1].status.error_code == 0
+        error = error_of(lambda: client.predict([encode_image(8, 8)], version=1))
+        assert error.code() == grpc.StatusCode.NOT_FOUND
+    finally:
+        client.close()
+        server.stop()
+
+
+def test_broken_version_is_reported_and_the_previous_keeps_serving(tiny_model, tmp_path):
+    publish_version(tiny_model, tmp_path, NAME, 2)
+    server = start_local_server(tmp_path, max_versions=1)
+    client = Client(server.port)
+    try:
+        broken = tmp_path / NAME / ".3"
+        shutil.copytree(tiny_model, broken)
+        (broken / "saved_model.pb").write_bytes(b"\x0a\xff\xff garbage")
+        broken.rename(tmp_path / NAME / "3")
+        # Half-written (no saved_model.pb yet) and non-numeric directories are ignored.
+        shutil.copytree(tiny_model / "variables", tmp_path / NAME / "4" / "variables")
+        shutil.copytree(tiny_model, tmp_path / NAME / "latest")
+
+        wait_for(lambda: 3 in client.status())
+        wait_for(lambda: client.status()[3].state == State.END)
+        status = client.status()
+        assert status[3].status.error_code != 0
+        assert "Failed to load version 3" in status[3].status.error_message
+        assert status[2].state == State.AVAILABLE and 4 not in status
+        assert client.predict([encode_image(8, 8)]).model_spec.version.value == 2
+
+        # Fixing the files in place is noticed and retried.
+        shutil.copy(tiny_model / "saved_model.pb", tmp_path / NAME / "3" / "saved_model.pb")
+        wait_for(lambda: client.status()[3].state == State.AVAILABLE)
+        assert client.predict([encode_image(8, 8)]).model_spec.version.value == 3
+    finally:
+        client.close()
+        server.stop()
+
+
+def test_fallback_model_serves_until_a_version_is_pushed(tiny_model, tmp_path):
+    server = start_local_server(tmp_path / "serving", fallback_model=tiny_model)
+    client = Client(server.port)
+    try:
+        assert client.predict([encode_image(8, 8)]).model_spec.version.value == 1
+        publish_version(tiny_model, tmp_path / "serving", NAME, 5)
+        wait_for(lambda: server.store.served_versions() == [5])
+        assert client.predict([encode_image(8, 8)]).model_spec.version.value == 5
+    finally:
+        client.close()
+        server.stop()
+
+
+def test_batching_returns_each_request_its_own_result(tiny_model, tmp_path):
+    publish_version(tiny_model, tmp_path, NAME, 1)
+    server = start_local_server(
+        tmp_path, enable_batching=True, max_batch_size=4, batch_timeout_ms=300
+    )
+    client = Client(server.port)
+    sizes = [(16 + 4 * i, 40 - 3 * i) for i in range(8)]
+    images = [
+        encode_image(w, h, "PNG" if i % 2 else "JPEG", seed=i) for i, (w, h) in enumerate(sizes)
+    ]
+    requests = [*images, b"garbage"]
+    results: dict[int, object] = {}
+    barrier = threading.Barrier(len(requests))
+
+    def send(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = client.predict([requests[i]])
+        except grpc.RpcError as error:
+            results[i] = error
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(requests))]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        requests_seen, runs = server.store.resolve(NAME).batch_counts()[defaults.SIGNATURE_BYTES]
+    finally:
+        client.close()
+        server.stop()
+
+    direct = tf.saved_model.load(str(tiny_model)).signatures[defaults.SIGNATURE_BYTES]
+    for i, (width, height) in enumerate(sizes):
+        outputs = results[i].outputs
+        assert tf.make_ndarray(outputs[defaults.OUTPUT_WIDTH]).tolist() == [width]
+        assert tf.make_ndarray(outputs[defaults.OUTPUT_HEIGHT]).tolist() == [height]
+        expected = direct(images=tf.constant([images[i]]))[defaults.OUTPUT_MASK].numpy()
+        got = tf.make_ndarray(outputs[defaults.OUTPUT_MASK])
+        assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
+    assert results[8].code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert requests_seen == len(requests)
+    assert runs < requests_seen  # some requests really shared a model run
+
+
+def test_cli_finishes_in_flight_requests_on_sigterm(tiny_model, tmp_path):
+    publish_version(tiny_model, tmp_path, NAME, 1)
+    command = [
+        sys.executable, "-m", "serving.server", "--serving-dir", str(tmp_path),
+        "--port", "0", "--poll-seconds", "0.2", "--enable-batching",
+        "--batch-timeout-ms", "1500",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(
+        target=lambda: [lines.put(line) for line in process.stderr], daemon=True
+    ).start()
+    log: list[str] = []
+
+    def read_until(pattern: str) -> re.Match:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                log.append(lines.get(timeout=1))
+            except queue.Empty:
+                assert process.poll() is None, "".join(log)
+                continue
+            if match := re.search(pattern, log[-1]):
+                return match
+        raise AssertionError(f"no {pattern!r} in:\n{''.join(log)}")
+
+    try:
+        port = int(read_until(r"serving model bgremover on 127\.0\.0\.1:(\d+)").group(1))
+        read_until(r"loaded: model bgremover version 1")
+        client = Client(port)
+        in_flight = client.predict_stub.Predict.future(
+            _request([encode_image(8, 8)]), timeout=30
+        )  # waits ~1.5 s in the batcher
+        time.sleep(0.5)
+        process.send_signal(signal.SIGTERM)
+        assert in_flight.result().model_spec.version.value == 1
+        assert process.wait(timeout=60) == 0
+        client.close()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    read_until(r"stopped serving model bgremover")
+
+
+def _request(images: list[bytes]) -> predict_pb2.PredictRequest:
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = NAME
+    request.inputs[defaults.INPUT_IMAGES].CopyFrom(tf.make_tensor_proto(images))
+    return request
