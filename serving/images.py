@@ -31,9 +31,8 @@ def load(source: ImageSource) -> Image.Image:
     """Opens a path, encoded bytes or PIL image as upright 8-bit RGB at full resolution."""
     if isinstance(source, Image.Image):
         return _upright_rgb(source)
-    name = "<bytes>" if isinstance(source, bytes) else os.fspath(source)
     try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else name) as image:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
             image.load()
             return _upright_rgb(image)
     except (
@@ -43,7 +42,7 @@ def load(source: ImageSource) -> Image.Image:
         SyntaxError,
         ValueError,
     ) as err:
-        raise InvalidImage(f"{name}: not a readable image ({err})") from err
+        raise InvalidImage(f"not a readable image ({err})") from err
 
 
 def _upright_rgb(image: Image.Image) -> Image.Image:

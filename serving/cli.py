@@ -1,0 +1,398 @@
+"""``bgremove``: remove the background behind people in photos via a model server.
+
+Only the standard library is imported at start-up so that ``--help`` is instant;
+numpy, Pillow and gRPC are imported by the subcommands that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from serving import defaults
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from serving.client import BackgroundRemover
+    from serving.compositing import Background
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+DEFAULT_SUFFIX = ".nobg"
+STDIO = "-"
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+DESCRIPTION = """Remove the background behind people in photos.
+
+The photos are sent (downscaled) to a TF Serving compatible model server, which
+returns a person mask; the result is composited here at the photo's full size."""
+
+REMOVE_EPILOG = f"""outputs:
+  one file, no -o        PHOTO{DEFAULT_SUFFIX}.png next to PHOTO.jpg
+  one file, -o FILE      FILE; its extension (.png, .jpg, .webp) picks the format
+  a folder, no -o        FOLDER{DEFAULT_SUFFIX}/ beside it, same relative paths and stems
+  -o DIR                 DIR/<relative path>/<stem>.png (or --format)
+  -                      read the photo from stdin, write the result to stdout
+Existing outputs are skipped unless --overwrite.  JPEG cannot hold transparency:
+use -b white (or another background) or --mask-only for .jpg outputs.
+
+exit status: 0 all done, 1 some photos failed (listed at the end),
+             2 usage error or model server unreachable.
+
+examples:
+  bgremove remove photo.jpg                       photo.nobg.png, transparent
+  bgremove remove photos/ -o cutouts/ -b white -j 8
+  bgremove remove photo.jpg -o card.jpg -b '#1e90ff' --feather 2
+  cat photo.jpg | bgremove remove - -b blur:25 > portrait.png"""
+
+
+class UsageError(Exception):
+    """Bad arguments: reported as one line, exit status 2."""
+
+
+@dataclass
+class Task:
+    source: Path | str  # a path, or STDIO
+    dest: Path | str  # a path, or STDIO
+    fmt: str  # Pillow format name
+
+
+@dataclass
+class Summary:
+    processed: list[Task] = field(default_factory=list)
+    skipped: list[Task] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _server_options() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("model server")
+    group.add_argument(
+        "--server",
+        default=os.environ.get("BGREMOVE_SERVER", defaults.SERVER_ADDRESS),
+        help="host:port of the gRPC endpoint (default: $BGREMOVE_SERVER or %(default)s)",
+    )
+    group.add_argument("--model", default=defaults.MODEL_NAME, help="model name (%(default)s)")
+    which = group.add_mutually_exclusive_group()
+    which.add_argument("--version", type=int, help="serve this model version (default: latest)")
+    which.add_argument("--label", help="serve the version with this label, e.g. stable")
+    group.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds per request (%(default)s)"
+    )
+    return parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bgremove", description=DESCRIPTION, formatter_class=argparse.RawTextHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    server = _server_options()
+
+    remove = commands.add_parser(
+        "remove",
+        parents=[server],
+        help="remove the background of photos, folders or stdin",
+        description="Remove the background of photos (files, folders searched recursively, "
+        "or - for stdin).",
+        epilog=REMOVE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    remove.add_argument("inputs", nargs="+", metavar="INPUT", help="photo, folder, or -")
+    remove.add_argument("-o", "--output", help="output file, folder, or - for stdout")
+    remove.add_argument(
+        "-b",
+        "--background",
+        default="transparent",
+        help="transparent (default), black, white, #rrggbb, blur[:RADIUS] "
+        "(default radius 2%% of the longest side), or an image file (cropped to cover)",
+    )
+    remove.add_argument(
+        "--mask-only", action="store_true", help="write the person mask as a grayscale PNG"
+    )
+    remove.add_argument(
+        "--threshold",
+        type=float,
+        metavar="T",
+        help="hard mask: person where probability >= T (0..1); default: soft edges",
+    )
+    remove.add_argument(
+        "--feather", type=float, default=0.0, metavar="PX", help="blur the mask edge by PX"
+    )
+    remove.add_argument(
+        "--format",
+        choices=["png", "jpg", "webp"],
+        default="png",
+        help="format of generated names and stdout (%(default)s)",
+    )
+    remove.add_argument(
+        "-j", "--jobs", type=int, default=4, help="concurrent requests (%(default)s)"
+    )
+    remove.add_argument("--overwrite", action="store_true", help="redo existing outputs")
+    remove.set_defaults(run=run_remove)
+
+    status = commands.add_parser(
+        "status", parents=[server], help="print the served model versions and their states"
+    )
+    status.set_defaults(run=run_status)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help or an argparse usage error
+        return int(exit_.code or 0)
+    try:
+        return args.run(args)
+    except UsageError as err:
+        print(f"bgremove: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("bgremove: interrupted", file=sys.stderr)
+        return 130
+
+
+def _remover(args: argparse.Namespace) -> BackgroundRemover:
+    from serving.client import BackgroundRemover
+
+    return BackgroundRemover(
+        args.server, args.model, version=args.version, label=args.label, timeout=args.timeout
+    )
+
+
+def run_status(args: argparse.Namespace) -> int:
+    from serving.client import BackgroundRemoverError
+
+    with _remover(args) as remover:
+        try:
+            versions = remover.status()
+        except BackgroundRemoverError as err:
+            print(f"bgremove: error: {err}", file=sys.stderr)
+            return EXIT_USAGE
+    print(f"model {args.model!r} at {args.server}")
+    for v in versions:
+        problem = f"  {v.error_code}: {v.error_message}" if v.error_code != "OK" else ""
+        print(f"  version {v.version}: {v.state}{problem}")
+    return EXIT_OK if any(v.state == "AVAILABLE" for v in versions) else EXIT_FAILED
+
+
+def _format_of(path: Path) -> str:
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise UsageError(f"{path}: unknown output extension; use one of {', '.join(FORMATS)}")
+    return fmt
+
+
+def _find_images(folder: Path, exclude: Path | None) -> list[Path]:
+    found = []
+    for path in sorted(folder.rglob("*")):
+        if exclude is not None and path.resolve().is_relative_to(exclude):
+            continue
+        if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
+            found.append(path)
+    return found
+
+
+def plan(args: argparse.Namespace) -> tuple[list[Task], list[tuple[str, str]]]:
+    """Maps inputs to outputs; missing inputs become failures, not a stop."""
+    suffix = "." + args.format
+    inputs: list[str] = args.inputs
+    output: str | None = args.output
+    if STDIO in inputs:
+        if len(inputs) > 1:
+            raise UsageError("- (stdin) must be the only input")
+        dest = output or STDIO
+        fmt = FORMATS[suffix] if dest == STDIO else _format_of(Path(dest))
+        return [Task(STDIO, dest if dest == STDIO else Path(dest), fmt)], []
+    if output == STDIO and (len(inputs) > 1 or Path(inputs[0]).is_dir()):
+        raise UsageError("-o - (stdout) takes exactly one input photo")
+
+    single = len(inputs) == 1 and not Path(inputs[0]).is_dir()
+    out_dir: Path | None = None
+    if output is not None and output != STDIO:
+        as_dir = Path(output).is_dir() or output.endswith(("/", os.sep))
+        if not single and Path(output).is_file():
+            raise UsageError(f"-o {output}: must be a folder when the input is several photos")
+        out_dir = Path(output) if (as_dir or not single) else None
+
+    tasks: list[Task] = []
+    failed: list[tuple[str, str]] = []
+    for name in inputs:
+        source = Path(name)
+        if source.is_dir():
+            target = out_dir or source.with_name(source.name + DEFAULT_SUFFIX)
+            exclude = target.resolve()
+            for path in _find_images(source, exclude):
+                rel = path.relative_to(source).with_suffix(suffix)
+                tasks.append(Task(path, target / rel, FORMATS[suffix]))
+        elif not source.is_file():
+            failed.append((name, "no such file or folder"))
+        elif output == STDIO:
+            tasks.append(Task(source, STDIO, FORMATS[suffix]))
+        elif single and output is not None and out_dir is None:
+            tasks.append(Task(source, Path(output), _format_of(Path(output))))
+        elif out_dir is not None:
+            tasks.append(Task(source, out_dir / (source.stem + suffix), FORMATS[suffix]))
+        else:
+            dest = source.with_name(source.stem + DEFAULT_SUFFIX + suffix)
+            tasks.append(Task(source, dest, FORMATS[suffix]))
+    return _deduplicate(tasks), failed
+
+
+def _deduplicate(tasks: list[Task]) -> list[Task]:
+    """photo.jpg and photo.png in one folder: the second keeps its full name in the output."""
+    seen: set[Path | str] = set()
+    for task in tasks:
+        if task.dest in seen and isinstance(task.dest, Path) and isinstance(task.source, Path):
+            task.dest = task.dest.with_name(task.source.name + task.dest.suffix)
+        seen.add(task.dest)
+    return tasks
+
+
+def _save(image: Image.Image, task: Task) -> None:
+    import io
+
+    options = {"JPEG": {"quality": 95}, "WEBP": {"quality": 90}}.get(task.fmt, {})
+    if task.dest == STDIO:
+        buffer = io.BytesIO()
+        image.save(buffer, task.fmt, **options)
+        sys.stdout.buffer.write(buffer.getvalue())
+        sys.stdout.buffer.flush()
+        return
+    dest = Path(task.dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = dest.with_name(f".{dest.name}.part")
+    try:
+        image.save(partial, task.fmt, **options)
+        os.replace(partial, dest)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _process(
+    task: Task,
+    remover: BackgroundRemover,
+    background: Background,
+    args: argparse.Namespace,
+) -> None:
+    from serving import compositing
+
+    source = sys.stdin.buffer.read() if task.source == STDIO else task.source
+    if args.mask_only:
+        mask = remover.mask(source)
+        result = compositing.alpha_from_mask(mask, mask.size, args.threshold, args.feather)
+    else:
+        result = remover.remove(source, background, args.threshold, args.feather)
+    _save(result, task)
+
+
+def _check_options(args: argparse.Namespace) -> Background:
+    from serving import compositing
+
+    if args.jobs < 1:
+        raise UsageError("--jobs must be at least 1")
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        raise UsageError(f"--threshold must be between 0 and 1, got {args.threshold:g}")
+    if args.feather < 0:
+        raise UsageError(f"--feather must be >= 0 pixels, got {args.feather:g}")
+    try:
+        return compositing.parse_background(args.background)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
+def run_remove(args: argparse.Namespace) -> int:
+    background = _check_options(args)
+    tasks, failed = plan(args)
+    transparent = not args.mask_only and not background.opaque
+    if transparent and any(t.fmt == "JPEG" for t in tasks):
+        raise UsageError(
+            "JPEG cannot store transparency: add -b white (or another background), "
+            "use --mask-only, or write .png/.webp"
+        )
+    summary = Summary(failed=failed)
+    todo = []
+    for task in tasks:
+        exists = task.dest != STDIO and Path(task.dest).exists()
+        (summary.skipped if exists and not args.overwrite else todo).append(task)
+    if not tasks and not failed:
+        print("bgremove: no images found in " + " ".join(args.inputs), file=sys.stderr)
+        return EXIT_OK
+
+    with _remover(args) as remover:
+        fatal = _run_all(todo, remover, background, args, summary)
+    _print_summary(summary, stdout_used=any(t.dest == STDIO for t in tasks))
+    if fatal is not None:
+        print(f"bgremove: error: {fatal}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_FAILED if summary.failed else EXIT_OK
+
+
+def _run_all(
+    todo: list[Task],
+    remover: BackgroundRemover,
+    background: Background,
+    args: argparse.Namespace,
+    summary: Summary,
+) -> Exception | None:
+    """Runs the tasks on a thread pool; returns the error that made further work pointless."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    from tqdm import tqdm
+
+    from serving.client import ModelNotFound, ServerUnavailable
+
+    fatal: Exception | None = None
+    with (
+        ThreadPoolExecutor(max_workers=args.jobs) as pool,
+        tqdm(total=len(todo), unit="photo", disable=len(todo) < 2, file=sys.stderr) as bar,
+    ):
+        futures = {pool.submit(_process, t, remover, background, args): t for t in todo}
+        for future in as_completed(futures):
+            task = futures[future]
+            bar.update()
+            if future.cancelled():
+                continue
+            try:
+                future.result()
+            except (ServerUnavailable, ModelNotFound) as err:
+                fatal = fatal or err
+                for pending in futures:
+                    pending.cancel()
+            except Exception as err:  # one bad photo never stops the batch
+                summary.failed.append((str(task.source), _one_line(err)))
+            else:
+                summary.processed.append(task)
+    return fatal
+
+
+def _one_line(err: Exception) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def _print_summary(summary: Summary, stdout_used: bool) -> None:
+    if stdout_used and not summary.failed:
+        return
+    parts = [f"{len(summary.processed)} processed"]
+    if summary.skipped:
+        parts.append(f"{len(summary.skipped)} skipped (output exists; --overwrite to redo)")
+    parts.append(f"{len(summary.failed)} failed")
+    if len(summary.processed) == 1 and not summary.skipped and not summary.failed:
+        task = summary.processed[0]
+        print(f"{task.source} -> {task.dest}", file=sys.stderr)
+        return
+    print("bgremove: " + ", ".join(parts) + (":" if summary.failed else ""), file=sys.stderr)
+    for name, reason in sorted(summary.failed):
+        print(f"  {name}: {reason}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

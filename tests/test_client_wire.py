@@ -1,0 +1,227 @@
+"""The lean client speaks TF Serving's wire format and stays free of TensorFlow."""
+
+from __future__ import annotations
+
+import io
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from google.protobuf import any_pb2
+from PIL import Image
+from tensorflow.core.framework import tensor_pb2 as tf_tensor_pb2
+from tensorflow.core.framework import types_pb2 as tf_types_pb2
+from tensorflow_serving.apis import get_model_metadata_pb2 as tf_metadata_pb2
+from tensorflow_serving.apis import get_model_status_pb2 as tf_status_pb2
+from tensorflow_serving.apis import predict_pb2 as tf_predict_pb2
+
+from serving import client as client_module
+from serving.client import BackgroundRemover, ModelNotFound, ServerUnavailable, to_array
+from serving.protos import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
+from tests.serving_fixtures import export_tiny_model, start_local_server
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _official_predict_request(version=None, label=None) -> tf_predict_pb2.PredictRequest:
+    request = tf_predict_pb2.PredictRequest()
+    request.model_spec.name = "bgremover"
+    request.model_spec.signature_name = "serving_default"
+    if version is not None:
+        request.model_spec.version.value = version
+    if label is not None:
+        request.model_spec.version_label = label
+    tensor = request.inputs["images"]
+    tensor.dtype = tf_types_pb2.DT_STRING
+    tensor.tensor_shape.dim.add(size=2)
+    tensor.string_val.extend([b"\xff\xd8jpeg-one", b"\x89PNG-two"])
+    return request
+
+
+@pytest.mark.parametrize(("version", "label"), [(None, None), (7, None), (None, "stable")])
+def test_predict_request_bytes_equal_the_official_ones(version, label):
+    remover = BackgroundRemover("127.0.0.1:1", version=version, label=label)
+    ours = predict_pb2.PredictRequest(model_spec=remover.model_spec("serving_default"))
+    ours.inputs["images"].CopyFrom(
+        client_module.string_tensor([b"\xff\xd8jpeg-one", b"\x89PNG-two"])
+    )
+    official = _official_predict_request(version, label)
+    assert ours.SerializeToString(deterministic=True) == official.SerializeToString(
+        deterministic=True
+    )
+    remover.close()
+
+
+def test_status_and_metadata_requests_bytes_equal_the_official_ones():
+    remover = BackgroundRemover("127.0.0.1:1", version=3)
+    ours = get_model_status_pb2.GetModelStatusRequest(model_spec=remover.model_spec())
+    official = tf_status_pb2.GetModelStatusRequest()
+    official.model_spec.name = "bgremover"
+    official.model_spec.version.value = 3
+    assert ours.SerializeToString() == official.SerializeToString()
+
+    ours_meta = get_model_metadata_pb2.GetModelMetadataRequest(
+        model_spec=remover.model_spec(), metadata_field=["signature_def"]
+    )
+    official_meta = tf_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+    official_meta.model_spec.CopyFrom(official.model_spec)
+    assert ours_meta.SerializeToString() == official_meta.SerializeToString()
+    remover.close()
+
+
+@pytest.mark.parametrize("packed", [True, False])
+def test_official_predict_response_parses_to_the_same_mask(packed):
+    mask = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4) * 10
+    tensor = tf_tensor_pb2.TensorProto(dtype=tf_types_pb2.DT_UINT8)
+    for size in mask.shape:
+        tensor.tensor_shape.dim.add(size=size)
+    if packed:
+        tensor.tensor_content = mask.tobytes()
+    else:
+        tensor.int_val.extend(int(v) for v in mask.ravel())
+    official = tf_predict_pb2.PredictResponse()
+    official.outputs["mask"].CopyFrom(tensor)
+    official.outputs["height"].dtype = tf_types_pb2.DT_INT32
+    official.outputs["height"].tensor_shape.dim.add(size=2)
+    official.outputs["height"].int_val.extend([480, 640])
+    official.model_spec.name = "bgremover"
+    official.model_spec.version.value = 5
+
+    ours = predict_pb2.PredictResponse.FromString(official.SerializeToString())
+    np.testing.assert_array_equal(to_array(ours.outputs["mask"]), mask)
+    np.testing.assert_array_equal(to_array(ours.outputs["height"]), [480, 640])
+    assert ours.model_spec.version.value == 5
+
+
+def test_official_status_and_metadata_responses_parse():
+    status = tf_status_pb2.GetModelStatusResponse()
+    broken = status.model_version_status.add(version=1, state=tf_status_pb2.ModelVersionStatus.END)
+    broken.status.error_code = 9  # FAILED_PRECONDITION
+    broken.status.error_message = "could not load"
+    status.model_version_status.add(version=2, state=tf_status_pb2.ModelVersionStatus.AVAILABLE)
+    ours = get_model_status_pb2.GetModelStatusResponse.FromString(status.SerializeToString())
+    [first, second] = ours.model_version_status
+    assert (first.version, first.state, first.status.error_code) == (1, 50, 9)
+    assert get_model_status_pb2.Code.Name(first.status.error_code) == "FAILED_PRECONDITION"
+    assert first.status.error_message == "could not load"
+    assert second.state == get_model_status_pb2.ModelVersionStatus.AVAILABLE
+
+    signatures = tf_metadata_pb2.SignatureDefMap()
+    sig = signatures.signature_def["serving_default"]
+    sig.method_name = "tensorflow/serving/predict"
+    sig.inputs["images"].name = "serving_default_images:0"
+    sig.inputs["images"].dtype = tf_types_pb2.DT_STRING
+    sig.inputs["images"].tensor_shape.dim.add(size=-1)
+    packed = any_pb2.Any()
+    packed.Pack(signatures)
+    assert packed.type_url.endswith("/" + client_module.SIGNATURE_DEF_MAP_TYPE)
+    metadata = tf_metadata_pb2.GetModelMetadataResponse()
+    metadata.metadata["signature_def"].CopyFrom(packed)
+    ours_meta = get_model_metadata_pb2.GetModelMetadataResponse.FromString(
+        metadata.SerializeToString()
+    )
+    parsed = get_model_metadata_pb2.SignatureDefMap.FromString(
+        ours_meta.metadata["signature_def"].value
+    )
+    info = parsed.signature_def["serving_default"].inputs["images"]
+    assert (info.name, info.dtype, info.tensor_shape.dim[0].size) == (
+        "serving_default_images:0",
+        7,
+        -1,
+    )
+
+
+def _run_python(code: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_client_and_cli_import_no_tensorflow():
+    out = _run_python(
+        "import sys, serving.cli, serving.client, serving.compositing\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('tensorflow', 'tensorflow_serving', 'keras')))"
+    )
+    assert out == "[]"
+
+
+def test_help_is_instant_and_imports_nothing_heavy():
+    out = _run_python(
+        "import sys, time\n"
+        "start = time.perf_counter()\n"
+        "from serving import cli\n"
+        "code = cli.main(['remove', '--help'])\n"
+        "print(code, round(time.perf_counter() - start, 3), sorted({m.split('.')[0] for m in "
+        "sys.modules if m.split('.')[0] in ('numpy', 'PIL', 'grpc', 'tqdm', 'tensorflow')}))"
+    )
+    code, seconds, heavy = out.splitlines()[-1].split(" ", 2)
+    assert code == "0"
+    assert heavy == "[]"
+    assert float(seconds) < 1.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_server_down_is_a_readable_error_after_retries():
+    address = f"127.0.0.1:{_free_port()}"
+    remover = BackgroundRemover(address, retries=2, backoff=0.1, timeout=5)
+    start = time.monotonic()
+    with pytest.raises(ServerUnavailable, match="make serve") as caught:
+        remover.status()
+    assert address in str(caught.value)
+    assert time.monotonic() - start >= 0.1 + 0.2  # two backoffs happened
+    remover.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    serving_dir = tmp_path_factory.mktemp("models")
+    export_tiny_model(serving_dir)
+    local = start_local_server(serving_dir)
+    yield local.address
+    local.stop(grace=0)
+
+
+def _jpeg(size: tuple[int, int], color=(200, 40, 40)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def test_mask_comes_back_at_the_photos_full_size(server):
+    with BackgroundRemover(server, max_side=64) as remover:
+        mask = remover.mask(_jpeg((300, 120)))
+        assert (mask.mode, mask.size) == ("L", (300, 120))
+        masks = remover.masks([_jpeg((40, 50)), Image.new("L", (20, 10), 128)])
+        assert [m.size for m in masks] == [(40, 50), (20, 10)]
+        [status] = remover.status()
+        assert (status.version, status.state) == (1, "AVAILABLE")
+
+
+def test_metadata_lists_the_signatures(server):
+    with BackgroundRemover(server) as remover:
+        metadata = remover.metadata()
+    assert (metadata["model"], metadata["version"]) == ("bgremover", 1)
+    default = metadata["signatures"]["serving_default"]
+    assert default["inputs"]["images"]["dtype"] == "DT_STRING"
+    assert default["outputs"]["mask"]["dtype"] == "DT_UINT8"
+    assert "predict_float" in metadata["signatures"]
+
+
+def test_unknown_model_is_reported_by_name(server):
+    with (
+        BackgroundRemover(server, model="nosuchmodel") as remover,
+        pytest.raises(ModelNotFound, match="nosuchmodel"),
+    ):
+        remover.mask(_jpeg((16, 16)))

@@ -1,0 +1,163 @@
+"""Compositing and photo loading on synthetic images with known masks (no server)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from serving import compositing, images
+
+RED, GREEN = (220, 30, 30), (20, 200, 60)
+
+
+def _photo_and_mask(size=(40, 30)):
+    """A red left half (the 'person', mask 255) and a green right half (mask 0)."""
+    width, height = size
+    pixels = np.zeros((height, width, 3), np.uint8)
+    pixels[:, : width // 2] = RED
+    pixels[:, width // 2 :] = GREEN
+    mask = np.zeros((height, width), np.uint8)
+    mask[:, : width // 2] = 255
+    return Image.fromarray(pixels, "RGB"), Image.fromarray(mask, "L")
+
+
+@pytest.mark.parametrize(
+    ("background", "expected"),
+    [("black", (0, 0, 0)), ("white", (255, 255, 255)), ("#1E90ff", (30, 144, 255))],
+)
+def test_solid_backgrounds_replace_only_the_background(background, expected):
+    photo, mask = _photo_and_mask()
+    result = compositing.composite(photo, mask, background)
+    assert (result.mode, result.size) == ("RGB", photo.size)
+    assert result.getpixel((2, 5)) == RED
+    assert result.getpixel((37, 5)) == expected
+
+
+def test_transparent_keeps_the_soft_mask_as_alpha():
+    photo, _ = _photo_and_mask()
+    soft = Image.fromarray(np.full((30, 40), 77, np.uint8), "L")
+    result = compositing.composite(photo, soft)
+    assert (result.mode, result.size) == ("RGBA", photo.size)
+    assert result.getpixel((37, 5)) == (*GREEN, 77)
+    hard = compositing.composite(photo, soft, threshold=0.25)
+    assert hard.getchannel("A").getextrema() == (255, 255)
+    assert compositing.composite(photo, soft, threshold=0.5).getchannel("A").getextrema() == (0, 0)
+
+
+def test_small_mask_is_upsampled_to_the_photo_size():
+    photo, mask = _photo_and_mask((400, 300))
+    result = compositing.composite(photo, mask.resize((32, 32)), "white")
+    assert result.size == (400, 300)
+    assert result.getpixel((10, 150)) == RED
+    assert result.getpixel((390, 150)) == (255, 255, 255)
+
+
+def test_feather_softens_only_the_edge():
+    photo, mask = _photo_and_mask()
+    alpha = compositing.composite(photo, mask, feather=3).getchannel("A")
+    assert alpha.getpixel((0, 15)) == 255 and alpha.getpixel((39, 15)) == 0
+    assert 40 < alpha.getpixel((20, 15)) < 215
+    assert 40 < alpha.getpixel((19, 15)) < 215
+
+
+def test_blur_background_keeps_the_person_and_no_halo():
+    width, height = 60, 40
+    pixels = np.zeros((height, width, 3), np.uint8)
+    pixels[:, :30] = RED
+    pixels[:, 30:] = GREEN
+    pixels[::2, 30:] = (255, 255, 255)  # striped background: blurring must smooth it
+    mask = np.zeros((height, width), np.uint8)
+    mask[:, :30] = 255
+    photo, mask_image = Image.fromarray(pixels), Image.fromarray(mask, "L")
+    result = np.asarray(compositing.composite(photo, mask_image, "blur:3"))
+    assert (result[:, :30] == RED).all()
+    stripes = result[8:32, 40:52, 0].astype(int)
+    assert stripes.max() - stripes.min() < 60  # was 255 - 20 before blurring
+    # Next to the person the background keeps its own green, not the person's dark green
+    # (a plain blur of the whole photo would give about 165 here).
+    assert result[20, 31, 1] > 200
+    assert compositing.parse_background("blur").radius is None
+    assert compositing.default_blur_radius((4000, 3000)) == 80.0
+
+
+def test_image_background_covers_the_photo(tmp_path):
+    path = tmp_path / "beach.png"
+    Image.new("RGB", (10, 80), (1, 2, 3)).save(path)
+    photo, mask = _photo_and_mask()
+    result = compositing.composite(photo, mask, str(path))
+    assert result.size == photo.size
+    assert result.getpixel((39, 0)) == (1, 2, 3) and result.getpixel((39, 29)) == (1, 2, 3)
+
+
+@pytest.mark.parametrize("spec", ["purple", "#12345", "blur:-2", "blur:x", "/no/such.png"])
+def test_bad_background_is_a_clear_error(spec):
+    with pytest.raises(ValueError, match="background|blur"):
+        compositing.parse_background(spec)
+
+
+def _encoded(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def test_exif_rotated_jpeg_is_loaded_upright():
+    # Stored landscape 40x20 with the top row red; orientation 6 means "rotate 90° clockwise".
+    stored = np.zeros((20, 40, 3), np.uint8)
+    stored[:, :] = GREEN
+    stored[:4, :] = RED
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = _encoded(Image.fromarray(stored), "JPEG", exif=exif, quality=95)
+    upright = images.load(data)
+    assert upright.size == (20, 40)
+    r, g, _ = upright.getpixel((18, 20))  # the red top row is now the right column
+    assert r > 150 and g < 100
+    _, mask = _photo_and_mask(upright.size)
+    result = compositing.composite(upright, mask, "white")
+    assert result.size == (20, 40)
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        Image.new("L", (8, 6), 128),
+        Image.new("RGB", (8, 6), (10, 20, 30)).convert("P"),
+        Image.new("RGBA", (8, 6), (10, 20, 30, 0)),
+        Image.new("CMYK", (8, 6), (0, 0, 0, 255)),
+        Image.fromarray(np.full((6, 8), 65535, np.uint16)),
+        Image.new("1", (8, 6), 1),
+    ],
+    ids=["gray", "palette", "rgba", "cmyk", "16bit", "bilevel"],
+)
+def test_every_mode_becomes_rgb_of_the_same_size(image):
+    loaded = images.load(_encoded(image, "TIFF" if image.mode == "CMYK" else "PNG"))
+    assert (loaded.mode, loaded.size) == ("RGB", (8, 6))
+    encoded = images.encode_for_request(loaded)
+    assert Image.open(io.BytesIO(encoded)).format == "JPEG"
+
+
+def test_mode_conversions_keep_the_right_colours():
+    sixteen = images.load(_encoded(Image.fromarray(np.full((4, 4), 65535, np.uint16)), "PNG"))
+    assert sixteen.getpixel((0, 0)) == (255, 255, 255)  # scaled, not 65535 clipped oddly
+    half = images.to_rgb(Image.fromarray(np.full((4, 4), 32896, np.uint16)))
+    assert half.getpixel((0, 0)) == (128, 128, 128)
+    black_cmyk = images.load(_encoded(Image.new("CMYK", (4, 4), (0, 0, 0, 255)), "TIFF"))
+    assert black_cmyk.getpixel((0, 0)) == (0, 0, 0)
+    clear = images.load(_encoded(Image.new("RGBA", (4, 4), (10, 20, 30, 0)), "PNG"))
+    assert clear.getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_large_photo_is_downscaled_for_the_wire_only():
+    photo = Image.new("RGB", (3000, 1500), (90, 90, 90))
+    encoded = images.encode_for_request(photo)
+    assert Image.open(io.BytesIO(encoded)).size == (1024, 512)
+    assert photo.size == (3000, 1500)
+
+
+def test_unreadable_bytes_raise_invalid_image():
+    with pytest.raises(images.InvalidImage, match="not a readable image"):
+        images.load(b"definitely not a photo")
