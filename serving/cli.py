@@ -227,7 +227,8 @@ def plan(args: argparse.Namespace) -> tuple[list[Task], list[tuple[str, str]]]:
     for name in inputs:
         source = Path(name)
         if source.is_dir():
-            target = out_dir or source.with_name(source.name + DEFAULT_SUFFIX)
+            named = source if source.name else source.resolve()  # "." has no name
+            target = out_dir or named.with_name(named.name + DEFAULT_SUFFIX)
             exclude = target.resolve()
             for path in _find_images(source, exclude):
                 rel = path.relative_to(source).with_suffix(suffix)

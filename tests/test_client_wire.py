@@ -219,9 +219,30 @@ def test_metadata_lists_the_signatures(server):
     assert "predict_float" in metadata["signatures"]
 
 
-def test_unknown_model_is_reported_by_name(server):
+@pytest.mark.parametrize(
+    ("options", "named"), [({"model": "nosuchmodel"}, "nosuchmodel"), ({"version": 99}, "99")]
+)
+def test_unknown_model_or_version_is_reported_by_name(server, options, named):
     with (
-        BackgroundRemover(server, model="nosuchmodel") as remover,
-        pytest.raises(ModelNotFound, match="nosuchmodel"),
+        BackgroundRemover(server, **options) as remover,
+        pytest.raises(ModelNotFound, match=named),
     ):
         remover.mask(_jpeg((16, 16)))
+
+
+def test_generated_modules_are_fresh_and_accept_protobuf_5_29(tmp_path):
+    # A subprocess: grpc_tools' bundled protoc crashes in a process that loaded TensorFlow.
+    done = subprocess.run(
+        [sys.executable, "-m", "serving.protos.generate", "--out-root", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    fresh = sorted((tmp_path / "serving" / "protos").glob("*_pb2.py"))
+    committed = sorted((REPO / "serving" / "protos").glob("*_pb2.py"))
+    assert [p.name for p in fresh] == [p.name for p in committed] and len(fresh) == 5
+    for new, old in zip(fresh, committed, strict=True):
+        assert new.read_text() == old.read_text(), f"{old.name} is stale: run make protos"
+        assert "Domain.PUBLIC,\n    5,\n    29,\n    0," in old.read_text()

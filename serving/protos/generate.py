@@ -13,6 +13,7 @@ supports (``protobuf>=5.29`` in pyproject.toml).
 
 from __future__ import annotations
 
+import argparse
 import re
 import sys
 from importlib import resources
@@ -36,7 +37,8 @@ def lower_runtime_guard(source: str) -> str:
     return lowered
 
 
-def generate() -> list[Path]:
+def generate(out_root: Path = REPO_ROOT) -> list[Path]:
+    """Compiles every .proto here into ``out_root/serving/protos/*_pb2.py``."""
     from grpc_tools import protoc
 
     protos = sorted(PROTO_DIR.glob("*.proto"))
@@ -45,20 +47,25 @@ def generate() -> list[Path]:
         "grpc_tools.protoc",
         f"--proto_path={REPO_ROOT}",
         f"--proto_path={well_known}",
-        f"--python_out={REPO_ROOT}",
-        *(str(p.relative_to(REPO_ROOT)) for p in protos),
+        f"--python_out={out_root}",
+        *(str(p) for p in protos),
     ]
     if protoc.main(args) != 0:
         raise RuntimeError(f"protoc failed on {[p.name for p in protos]}")
-    outputs = [p.with_name(f"{p.stem}_pb2.py") for p in protos]
+    outputs = [out_root / p.relative_to(REPO_ROOT).with_name(f"{p.stem}_pb2.py") for p in protos]
     for out in outputs:
         out.write_text(lower_runtime_guard(out.read_text()))
     return outputs
 
 
-def main() -> int:
-    for out in generate():
-        print(out.relative_to(REPO_ROOT))
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--out-root", type=Path, default=REPO_ROOT, help="where serving/protos/ is written"
+    )
+    args = parser.parse_args(argv)
+    for out in generate(args.out_root):
+        print(out)
     return 0
 
 
