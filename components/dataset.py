@@ -15,7 +15,11 @@ _AUTOTUNE = tf.data.AUTOTUNE
 _MARGIN = 1.25
 
 
-def _records(files: list[str]) -> tf.data.Dataset:
+def _records(patterns: list[str]) -> tf.data.Dataset:
+    """TFX hands over split globs such as ``.../Split-train/*``."""
+    files = sorted(f for p in patterns for f in tf.io.gfile.glob(p))
+    if not files:
+        raise FileNotFoundError(f"no TFRecord files match {patterns}")
     return tf.data.TFRecordDataset(files, compression_type="GZIP", num_parallel_reads=_AUTOTUNE)
 
 

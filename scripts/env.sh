@@ -143,8 +143,10 @@ build_venv() {
   in_base "$VENV/bin/python" -c 'import tfx.v1, tensorflow, ml_metadata, tensorflow_data_validation' \
     || die "the environment was built but TFX does not import; see the output above"
   touch "$VENV/.complete"
-  # Environments built from other lock files are stale now.
-  find "$CACHE" -maxdepth 1 -name "venv-$MODE-*" ! -path "$VENV" -exec rm -rf {} + 2>/dev/null || true
+  # Environments built from other lock files are stale once nothing has used
+  # them for an hour (a running command may still be inside one).
+  find "$CACHE" -maxdepth 1 -name "venv-$MODE-*" ! -path "$VENV" -mmin +60 \
+    -exec rm -rf {} + 2>/dev/null || true
   log "environment ready"
 }
 
@@ -160,6 +162,7 @@ case "${1:-setup}" in
     [ $# -gt 0 ] || die "usage: scripts/env.sh run CMD [ARG...]"
     if [ "${BGR_IN_ENV:-}" = 1 ]; then exec "$@"; fi
     setup
+    touch "$VENV"  # marks it as in use for the clean-up above
     if [ "$MODE" = sandbox ]; then sandbox_exec "$@"; fi
     export PATH="$VENV/bin:$PATH" VIRTUAL_ENV="$VENV" BGR_IN_ENV=1
     exec "$@"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sys
 
 from tfx import v1 as tfx
@@ -35,7 +36,11 @@ def absolute_paths(config: config_lib.PipelineConfig) -> config_lib.PipelineConf
 def with_sample_data(config: config_lib.PipelineConfig) -> config_lib.PipelineConfig:
     if not config.data_dirs:
         sample = os.path.join(os.path.dirname(config.pipeline_root), "synthetic")
-        synthetic.ensure(sample, config.synthetic_count)
+        marker = os.path.join(sample, f".complete-{config.synthetic_count}")
+        if not os.path.exists(marker):  # regenerating would defeat the ingestion cache
+            shutil.rmtree(sample, ignore_errors=True)
+            synthetic.generate(sample, config.synthetic_count)
+            open(marker, "w").close()
         logging.info("No data folder given: using %d synthetic pairs in %s",
                      config.synthetic_count, sample)
         config.data_dirs = [sample]

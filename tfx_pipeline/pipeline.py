@@ -11,7 +11,7 @@ import os
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
-from components.image_example_gen import ImageExampleGen, input_fingerprint
+from components.image_example_gen import ImageExampleGen
 from components.iou_evaluator import IoUEvaluator
 from components.validation_gate import ValidationGate
 from tfx_pipeline.config import PipelineConfig
@@ -27,16 +27,15 @@ def create_pipeline(
     enable_cache: bool = True,
     fingerprint: str | None = None,
 ) -> tfx.dsl.Pipeline:
-    """``fingerprint`` of the input folders lets a rerun reuse cached ingestion;
-    runners that cannot see the data (Kubeflow compile) pass their own."""
+    """``fingerprint`` identifies the input data for caching; by default it is
+    computed from the folders, runners that cannot see them (Kubeflow) pass one."""
     example_gen = ImageExampleGen(
         data_dirs=list(config.data_dirs),
         group_pattern=config.group_pattern,
         eval_fraction=config.eval_fraction,
         max_side=config.max_side,
         min_usable_fraction=config.min_usable_fraction,
-        input_fingerprint=fingerprint if fingerprint is not None
-        else input_fingerprint(config.data_dirs),
+        input_fingerprint=fingerprint,
     )
     examples = example_gen.outputs["examples"]
     statistics_gen = tfx.components.StatisticsGen(examples=examples)
