@@ -194,31 +194,36 @@ def unit_hash(key: str) -> float:
 def assign_splits(
     pairs: Iterable[Pair], eval_fraction: float, group_pattern: str
 ) -> dict[str, str]:
-    """Group -> split by the group's hash, so frames of one video stay together.
+    """Group -> split, so frames of one video stay together.
 
-    A group goes to eval when its hash is below eval_fraction.  If that leaves a
-    split empty (few groups), the group nearest the boundary moves over, so any
-    two groups suffice; fewer fails with a message on how to regroup.
+    Groups are ordered by a hash of their key and eval takes groups from the
+    front until it holds about eval_fraction of the pairs: deterministic, close
+    to the asked fraction even with few groups, never leaving a split empty when
+    there are two groups or more, and a new group moves at most one old one.
     """
     if not 0.0 < eval_fraction < 1.0:
         raise ValueError(f"eval_fraction must be between 0 and 1, got {eval_fraction}")
-    pairs = list(pairs)
-    groups = sorted({pair.group for pair in pairs}, key=unit_hash)
-    if len(groups) < 2:
-        raise ValueError(split_help(len(pairs), len(groups), group_pattern))
-    eval_groups = {group for group in groups if unit_hash(group) < eval_fraction}
-    if not eval_groups:
-        eval_groups = {groups[0]}
-    if len(eval_groups) == len(groups):
-        eval_groups.discard(groups[-1])
+    sizes = Counter(pair.group for pair in pairs)
+    if len(sizes) < 2:
+        raise ValueError(split_help(sum(sizes.values()), sorted(sizes), group_pattern))
+    groups = sorted(sizes, key=lambda group: (unit_hash(group), group))
+    target = eval_fraction * sum(sizes.values())
+    eval_groups: set[str] = set()
+    taken = 0
+    for group in groups[:-1]:
+        if eval_groups and abs(taken + sizes[group] - target) > abs(taken - target):
+            break
+        eval_groups.add(group)
+        taken += sizes[group]
     return {group: EVAL if group in eval_groups else TRAIN for group in groups}
 
 
-def split_help(pair_count: int, group_count: int, group_pattern: str) -> str:
+def split_help(pair_count: int, groups: Sequence[str], group_pattern: str) -> str:
+    named = f" ({', '.join(repr(g) for g in groups[:3])})" if groups else ""
     return (
         f"cannot make both a train and an eval split: group_pattern {group_pattern!r} "
-        f"put {pair_count} pair(s) into {group_count} group(s), and a group never straddles "
-        'the splits; set group_pattern = "" so that every photo is its own group'
+        f"put {pair_count} pair(s) into {len(groups)} group(s){named}, and a group never "
+        'straddles the splits; set group_pattern = "" so that every photo is its own group'
     )
 
 
