@@ -151,8 +151,13 @@ build_venv() {
 }
 
 setup() {
+  mkdir -p "$CACHE"
+  # One builder at a time: parallel `make` targets or test runs wait here.
+  exec 9>"$CACHE/.setup.lock"
+  flock 9
   if [ "$MODE" = sandbox ]; then build_rootfs; sync_host_files; fi
   build_venv
+  exec 9>&-
 }
 
 case "${1:-setup}" in
