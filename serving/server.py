@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 SIGNATURE_DEF_FIELD = "signature_def"
 PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
 MODEL_SERVICE = "tensorflow.serving.ModelService"
+# Like TF Serving (INT32_MAX): full-resolution photos exceed gRPC's 4 MB default.
+MAX_MESSAGE_BYTES = 2**31 - 1
 
 
 def _version_choice(spec: model_pb2.ModelSpec) -> tuple[int | None, str]:
@@ -173,7 +175,13 @@ class LocalServer:
 
     def start(self) -> int:
         """Binds, starts serving and polling; returns the bound port (useful with port=0)."""
-        server = grpc.server(futures.ThreadPoolExecutor(self._max_workers))
+        server = grpc.server(
+            futures.ThreadPoolExecutor(self._max_workers),
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ],
+        )
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
             PredictionServicer(self.store), server
         )
@@ -207,8 +215,9 @@ class LocalServer:
         self._server.stop(grace).wait()
         self._stopping.set()
         if self._poller is not None:
-            self._poller.join()
-        self.store.close()
+            self._poller.join(timeout=grace)
+        if self._poller is None or not self._poller.is_alive():  # else a slow load: skip
+            self.store.close()
         self._server = None
         log.info("stopped serving model %s", self.store.model_name)
 
@@ -246,12 +255,22 @@ def _label(text: str) -> tuple[str, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m serving.server", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m serving.server",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--serving-dir", required=True, help="holds <model-name>/<version>/")
     parser.add_argument("--model-name", default=defaults.MODEL_NAME)
     parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to accept remote clients")
-    parser.add_argument("--port", type=int, default=int(defaults.SERVER_ADDRESS.rsplit(":")[1]))
+    parser.add_argument("--port", type=int, default=int(defaults.SERVER_ADDRESS.rsplit(":", 1)[1]))
     parser.add_argument("--poll-seconds", type=float, default=2.0)
+    parser.add_argument(
+        "--settle-seconds",
+        type=float,
+        default=1.0,
+        help="a new version must be unchanged this long",
+    )
     parser.add_argument("--max-versions", type=int, default=1, help="newest N versions served")
     parser.add_argument(
         "--label", type=_label, action="append", default=[], help="NAME=VERSION, repeatable"
@@ -281,6 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         batch_timeout_ms=args.batch_timeout_ms,
         fallback_model=args.fallback_model,
         max_workers=args.max_workers,
+        settle_seconds=args.settle_seconds,
     )
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

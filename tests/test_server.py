@@ -190,6 +190,14 @@ def test_unknown_model_is_not_found_everywhere(shared):
     assert error.code() == grpc.StatusCode.NOT_FOUND
 
 
+def test_photo_larger_than_grpc_default_limit_is_accepted(shared):
+    _, client = shared
+    photo = encode_image(1300, 1100, "PNG")  # noise compresses badly: about 4.3 MB
+    assert len(photo) > 4 * 1024 * 1024
+    response = client.predict([photo])
+    assert tf.make_ndarray(response.outputs[defaults.OUTPUT_WIDTH]).tolist() == [1300]
+
+
 def test_garbage_bytes_are_an_invalid_argument(shared):
     _, client = shared
     error = error_of(lambda: client.predict([b"not an image at all"]))
