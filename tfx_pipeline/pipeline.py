@@ -13,6 +13,7 @@ from tfx import v1 as tfx
 
 from components.image_example_gen import ImageExampleGen
 from components.iou_evaluator import IoUEvaluator
+from components.rollout_check import RolloutCheck
 from components.validation_gate import ValidationGate
 from tfx_pipeline.config import PipelineConfig
 
@@ -85,6 +86,13 @@ def create_pipeline(
     )
     components = [example_gen, statistics_gen, schema_gen, example_validator, gate,
                   latest_blessed, trainer, evaluator, pusher]
+    if config.rollout_server:
+        components.append(RolloutCheck(
+            pushed_model=pusher.outputs["pushed_model"],
+            server=config.rollout_server,
+            model_name=config.model_name,
+            timeout_s=config.rollout_timeout_s,
+        ))
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
