@@ -261,6 +261,8 @@ def _save(image: Image.Image, task: Task) -> None:
     import io
 
     options = {"JPEG": {"quality": 95}, "WEBP": {"quality": 90}}.get(task.fmt, {})
+    if task.fmt == "WEBP" and image.mode == "L":  # a mask: lossy WebP would blur its levels
+        options = {"lossless": True}
     if task.dest == STDIO:
         buffer = io.BytesIO()
         image.save(buffer, task.fmt, **options)

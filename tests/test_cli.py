@@ -36,6 +36,7 @@ def _write(path: Path, data: bytes) -> Path:
 def test_folder_with_a_broken_file_processes_the_rest(server, tmp_path, capsys):
     photos = tmp_path / "photos"
     _write(photos / "a.jpg", encode_image(48, 32))
+    _write(photos / "a.png", encode_image(10, 10, "PNG", seed=2))  # same stem as a.jpg
     _write(photos / "trip" / "b.png", encode_image(20, 30, "PNG", seed=1))
     _write(photos / "broken.jpg", b"\xff\xd8 not really a jpeg")
     _write(photos / "notes.txt", b"not an image, not even tried")
@@ -47,14 +48,15 @@ def test_folder_with_a_broken_file_processes_the_rest(server, tmp_path, capsys):
     assert Image.open(out / "a.png").size == (48, 32)
     assert Image.open(out / "a.png").mode == "RGBA"
     assert Image.open(out / "trip" / "b.png").size == (20, 30)
-    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["a.png", "b.png"]
+    assert Image.open(out / "a.png.png").size == (10, 10)
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["a.png", "a.png.png", "b.png"]
     err = capsys.readouterr().err
-    assert "2 processed" in err and "1 failed" in err
+    assert "3 processed" in err and "1 failed" in err
     assert "broken.jpg" in err and "a.jpg:" not in err
 
     code = main(["remove", str(photos), "-o", str(out), "--server", server, "-b", "white"])
     assert code == 1
-    assert "2 skipped" in capsys.readouterr().err
+    assert "3 skipped" in capsys.readouterr().err
     assert Image.open(out / "a.png").mode == "RGBA"  # skipped, not redone
 
     code = main(

@@ -230,6 +230,11 @@ def test_unknown_model_or_version_is_reported_by_name(server, options, named):
         remover.mask(_jpeg((16, 16)))
 
 
+def _descriptor_line(path: Path) -> str:
+    [line] = [x for x in path.read_text().splitlines() if "AddSerializedFile(" in x]
+    return line
+
+
 def test_generated_modules_are_fresh_and_accept_protobuf_5_29(tmp_path):
     # A subprocess: grpc_tools' bundled protoc crashes in a process that loaded TensorFlow.
     done = subprocess.run(
@@ -244,5 +249,6 @@ def test_generated_modules_are_fresh_and_accept_protobuf_5_29(tmp_path):
     committed = sorted((REPO / "serving" / "protos").glob("*_pb2.py"))
     assert [p.name for p in fresh] == [p.name for p in committed] and len(fresh) == 5
     for new, old in zip(fresh, committed, strict=True):
-        assert new.read_text() == old.read_text(), f"{old.name} is stale: run make protos"
+        # The serialized descriptors must match; comments may differ between protoc versions.
+        assert _descriptor_line(new) == _descriptor_line(old), f"{old.name}: run make protos"
         assert "Domain.PUBLIC,\n    5,\n    29,\n    0," in old.read_text()
