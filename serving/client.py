@@ -185,16 +185,16 @@ class BackgroundRemover:
 
     def _call(self, method: Callable[..., _Response], request: _message.Message) -> _Response:
         """One RPC with a deadline, retrying UNAVAILABLE with exponential backoff."""
-        for attempt in range(self.retries + 1):
+        attempt = 0
+        while True:
             try:
                 return method(request, timeout=self.timeout)
             except grpc.RpcError as err:
                 code = err.code()
-                if code == grpc.StatusCode.UNAVAILABLE and attempt < self.retries:
-                    time.sleep(self.backoff * 2**attempt)
-                    continue
-                raise self._readable(code, err.details() or "") from None
-        raise AssertionError("unreachable")
+                if code != grpc.StatusCode.UNAVAILABLE or attempt >= self.retries:
+                    raise self._readable(code, err.details() or "") from None
+            time.sleep(self.backoff * 2**attempt)
+            attempt += 1
 
     def _readable(self, code: grpc.StatusCode, details: str) -> BackgroundRemoverError:
         if code == grpc.StatusCode.UNAVAILABLE:

@@ -6,9 +6,12 @@ import io
 import socket
 import subprocess
 import sys
+import threading
 import time
+from concurrent import futures
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 from google.protobuf import any_pb2
@@ -182,6 +185,33 @@ def test_server_down_is_a_readable_error_after_retries():
     assert address in str(caught.value)
     assert time.monotonic() - start >= 0.1 + 0.2  # two backoffs happened
     remover.close()
+
+
+def test_unavailable_is_retried_until_a_late_server_answers():
+    """A server that comes up while the client backs off is reached without an error."""
+    port = _free_port()
+    answer = get_model_status_pb2.GetModelStatusResponse()
+    answer.model_version_status.add(version=4, state=get_model_status_pb2.ModelVersionStatus.END)
+    handler = grpc.method_handlers_generic_handler(
+        "tensorflow.serving.ModelService",
+        {
+            "GetModelStatus": grpc.unary_unary_rpc_method_handler(
+                lambda request, context: answer,
+                request_deserializer=get_model_status_pb2.GetModelStatusRequest.FromString,
+                response_serializer=get_model_status_pb2.GetModelStatusResponse.SerializeToString,
+            )
+        },
+    )
+    late = grpc.server(futures.ThreadPoolExecutor(1), handlers=[handler])
+    late.add_insecure_port(f"127.0.0.1:{port}")
+    timer = threading.Timer(0.4, late.start)
+    timer.start()
+    try:
+        with BackgroundRemover(f"127.0.0.1:{port}", retries=6, backoff=0.2) as remover:
+            assert remover.status() == [client_module.VersionStatus(4, "END")]
+    finally:
+        timer.join()
+        late.stop(0)
 
 
 @pytest.fixture(scope="module")
