@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from serving_fixtures import encode_image, export_tiny_model, publish_version, start_local_server
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -29,6 +28,12 @@ from tensorflow_serving.apis import (
 
 from serving import defaults
 from serving.server import LocalServer
+from tests.serving_fixtures import (
+    encode_image,
+    export_tiny_model,
+    publish_version,
+    start_local_server,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = defaults.MODEL_NAME
