@@ -179,7 +179,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             )
             for split in pairs_lib.SPLITS:
                 prefix = os.path.join(
-                    artifact_utils.get_split_uri(outputs, split), write_split.DEFAULT_FILE_NAME
+                    artifact_utils.get_split_uri(outputs, split),
+                    write_split.DEFAULT_TF_RECORD_FILE_NAME,
                 )
                 _ = decoded[split] | f"Write[{split}]" >> beam.io.WriteToTFRecord(
                     prefix, file_name_suffix=".gz"

@@ -74,7 +74,7 @@ def build_report(
     usable_count = sum(per_split.values())
     skipped_count = sum(counts["skipped"].values())
     total = usable_count + skipped_count
-    reasons = sorted(counts["skipped"].items(), key=lambda item: (-item[1], item[0]))
+    reasons = sorted(counts["skipped"].items())
     return {
         **context,
         "usable": usable_count,
@@ -125,7 +125,8 @@ def check_report(report: dict[str, Any], min_usable_fraction: float) -> None:
 
 
 def top_reasons(report: dict[str, Any], limit: int = 3) -> str:
-    reasons = list(report["skipped_by_reason"].items())[:limit]
+    by_count = sorted(report["skipped_by_reason"].items(), key=lambda item: (-item[1], item[0]))
+    reasons = by_count[:limit]
     if not reasons:
         return "nothing was skipped"
     parts = [

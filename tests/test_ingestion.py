@@ -1,0 +1,435 @@
+"""ImageExampleGen on real files: every kind of bad input, the stored pixels, the split."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+from tfx import v1 as tfx
+from tfx.dsl.components.base.base_beam_executor import BaseBeamExecutor
+from tfx.types import artifact_utils, standard_artifacts
+
+from components import pairs
+from components.decode import Rejected, binarize_mask, decode_pair
+from components.image_example_gen import Executor, ImageExampleGen
+from components.ingestion_report import IngestionError, check_report
+from tfx_pipeline.config import LOCAL_BEAM_ARGS
+
+W, H = 40, 30
+GOOD_VIDEOS = {"alpha": 4, "bravo": 3, "charlie": 3, "delta": 3, "echo": 3, "foxtrot": 3}
+KEPT_SPECIALS = ["resized_0001", "rgba_0001", "pal_0001", "rgb_0001", "exif_0001"]
+EXPECTED_SKIPS = {
+    "empty_file": ["images/zero_0001.jpg"],
+    "unreadable_image": ["images/text_0001.png", "images/trunc_0001.jpg"],
+    "missing_mask": ["images/nomask_0001.png"],
+    "missing_image": ["masks/noimage_0001.png"],
+    "size_mismatch": ["images/aspect_0001.png"],
+    "empty_mask": ["images/empty_0001.png"],
+}
+
+
+def _photo(seed: int, width: int = W, height: int = H) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def _smooth(width: int, height: int) -> np.ndarray:
+    """Gradients JPEG keeps well, but any wrong rotation or flip changes a lot."""
+    y, x = np.mgrid[0:height, 0:width]
+    red, green = 255 * x / (width - 1), 255 * y / (height - 1)
+    return np.stack([red, green, np.full_like(red, 60.0)], -1).astype(np.uint8)
+
+
+def _mask(width: int = W, height: int = H, box: tuple[int, int, int, int] = (8, 5, 25, 27)):
+    mask = np.zeros((height, width), np.uint8)
+    x0, y0, x1, y1 = box
+    mask[y0:y1, x0:x1] = 255
+    return mask
+
+
+def _save(array: np.ndarray, path: Path, **options) -> None:
+    Image.fromarray(array).save(path, **options)
+
+
+def _jpeg_bytes(array: np.ndarray, **options) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="JPEG", quality=95, **options)
+    return buffer.getvalue()
+
+
+def make_bad_folder(root: Path) -> dict[str, np.ndarray]:
+    """Good videos plus one pair per special case; returns the expected upright photos."""
+    images, masks = root / "images", root / "masks"
+    images.mkdir(parents=True)
+    masks.mkdir()
+    expected: dict[str, np.ndarray] = {}
+    seed = 0
+    for video, frames in GOOD_VIDEOS.items():
+        for frame in range(1, frames + 1):
+            seed += 1
+            pair_id = f"{video}_{frame:04d}"
+            photo = _photo(seed)
+            expected[pair_id] = photo
+            if video == "alpha":  # JPEG photos must be stored byte for byte
+                (images / f"{pair_id}.jpg").write_bytes(_jpeg_bytes(photo))
+            else:
+                _save(photo, images / f"{pair_id}.png")
+            _save(_mask(), masks / f"{pair_id}.png")
+
+    # Bad files.
+    (images / "zero_0001.jpg").write_bytes(b"")
+    _save(_mask(), masks / "zero_0001.png")
+    (images / "trunc_0001.jpg").write_bytes(_jpeg_bytes(_photo(90))[:300])
+    _save(_mask(), masks / "trunc_0001.png")
+    (images / "text_0001.png").write_text("this is not a picture\n")
+    _save(_mask(), masks / "text_0001.png")
+    _save(_photo(91), images / "nomask_0001.png")
+    _save(_mask(), masks / "noimage_0001.png")
+    _save(_photo(92), images / "aspect_0001.png")
+    _save(_mask(W, W, (5, 5, 20, 20)), masks / "aspect_0001.png")
+    _save(_photo(93), images / "empty_0001.png")
+    _save(np.zeros((H, W), np.uint8), masks / "empty_0001.png")
+
+    # Special cases that must be kept.
+    for pair_id, seed in zip(KEPT_SPECIALS, range(100, 105), strict=True):
+        expected[pair_id] = _photo(seed)
+        if pair_id != "exif_0001":
+            _save(expected[pair_id], images / f"{pair_id}.png")
+    _save(_mask(2 * W, 2 * H, (16, 10, 50, 54)), masks / "resized_0001.png")
+    rgba = np.zeros((H, W, 4), np.uint8)
+    rgba[..., :3] = 255
+    rgba[..., 3] = _mask()
+    _save(rgba, masks / "rgba_0001.png")
+    palette = Image.fromarray((_mask() > 0).astype(np.uint8), "P")
+    palette.putpalette([0, 0, 0, 255, 255, 255])
+    palette.save(masks / "pal_0001.png")
+    _save(np.repeat(_mask()[..., None], 3, axis=2), masks / "rgb_0001.png")
+    # EXIF orientation 6: stored sideways, displayed upright (H wide, W tall).
+    upright = _smooth(width=H, height=W)
+    expected["exif_0001"] = upright
+    sideways = np.rot90(upright, k=1)  # what a camera stores for orientation 6
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    (images / "exif_0001.jpg").write_bytes(_jpeg_bytes(np.ascontiguousarray(sideways), exif=exif))
+    _save(_mask(H, W, (5, 8, 20, 30)), masks / "exif_0001.png")
+    return expected
+
+
+def run_executor(out: Path, data_dirs: list[Path], **settings) -> standard_artifacts.Examples:
+    examples = standard_artifacts.Examples()
+    examples.uri = str(out)
+    properties = {
+        "data_dirs": json.dumps([str(d) for d in data_dirs]),
+        "group_pattern": r"^(.+)_\d+$",
+        "eval_fraction": 0.3,
+        "max_side": 0,
+        "min_usable_fraction": 0.5,
+        "input_fingerprint": pairs.input_fingerprint([str(d) for d in data_dirs]),
+        **settings,
+    }
+    context = BaseBeamExecutor.Context(beam_pipeline_args=LOCAL_BEAM_ARGS, tmp_dir=str(out / "tmp"))
+    Executor(context).Do({}, {"examples": [examples]}, properties)
+    return examples
+
+
+def read_split(examples: standard_artifacts.Examples, split: str) -> dict[str, tf.train.Example]:
+    uri = artifact_utils.get_split_uri([examples], split)
+    files = tf.io.gfile.glob(os.path.join(uri, "*.gz"))
+    records = tf.data.TFRecordDataset(files, compression_type="GZIP")
+    parsed = [tf.train.Example.FromString(r.numpy()) for r in records]
+    return {e.features.feature["id"].bytes_list.value[0].decode(): e for e in parsed}
+
+
+def _feature(example: tf.train.Example, key: str):
+    feature = example.features.feature[key]
+    return (feature.bytes_list.value or feature.int64_list.value or feature.float_list.value)[0]
+
+
+def _pixels(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)))
+
+
+@pytest.fixture(scope="module")
+def ingested(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ingestion")
+    expected = make_bad_folder(root / "data")
+    examples = run_executor(root / "out", [root / "data"])
+    report = json.loads((root / "out" / "ingestion_report.json").read_text())
+    stored = {split: read_split(examples, split) for split in pairs.SPLITS}
+    return {"root": root, "expected": expected, "report": report, "stored": stored}
+
+
+def test_report_counts_every_bad_case_by_reason(ingested):
+    report = ingested["report"]
+    assert report["skipped_by_reason"] == {r: len(n) for r, n in EXPECTED_SKIPS.items()}
+    assert report["skipped_examples"] == EXPECTED_SKIPS
+    usable = sum(GOOD_VIDEOS.values()) + len(KEPT_SPECIALS)
+    assert report["usable"] == usable
+    skipped = sum(len(names) for names in EXPECTED_SKIPS.values())
+    assert report["usable_fraction"] == round(usable / (usable + skipped), 4)
+    stored = ingested["stored"]
+    assert report["splits"] == {split: len(stored[split]) for split in pairs.SPLITS}
+
+
+def test_good_pairs_are_stored_intact(ingested):
+    examples = {**ingested["stored"]["train"], **ingested["stored"]["eval"]}
+    assert set(examples) == set(ingested["expected"])
+    data = ingested["root"] / "data"
+    for pair_id, example in examples.items():
+        image = _pixels(_feature(example, "image"))
+        mask = _pixels(_feature(example, "mask"))
+        assert (_feature(example, "height"), _feature(example, "width")) == image.shape[:2]
+        assert mask.shape == image.shape[:2] and mask.dtype == np.uint8
+        assert set(np.unique(mask)) == {0, 255}
+        assert _feature(example, "foreground_fraction") == pytest.approx((mask > 0).mean())
+        if pair_id.startswith("alpha_"):  # untouched JPEG: the very same bytes
+            assert _feature(example, "image") == (data / "images" / f"{pair_id}.jpg").read_bytes()
+        elif pair_id != "exif_0001":  # lossless PNG: the very same pixels
+            np.testing.assert_array_equal(image, ingested["expected"][pair_id])
+            np.testing.assert_array_equal(mask, _mask())
+
+
+def test_special_masks_and_exif_are_normalised(ingested):
+    examples = {**ingested["stored"]["train"], **ingested["stored"]["eval"]}
+    for pair_id in ("rgba_0001", "pal_0001", "rgb_0001", "resized_0001"):
+        np.testing.assert_array_equal(_pixels(_feature(examples[pair_id], "mask")), _mask())
+    exif = examples["exif_0001"]
+    stored = _pixels(_feature(exif, "image"))
+    assert stored.shape == (W, H, 3)  # upright: 30 wide, 40 tall
+    assert Image.open(io.BytesIO(_feature(exif, "image"))).getexif().get(0x0112, 1) == 1
+    difference = np.abs(stored.astype(int) - ingested["expected"]["exif_0001"].astype(int))
+    assert difference.mean() < 4  # JPEG noise only; a wrong rotation or flip gives > 40
+    np.testing.assert_array_equal(_pixels(_feature(exif, "mask")), _mask(H, W, (5, 8, 20, 30)))
+
+
+def test_frames_of_one_video_stay_in_one_split(ingested):
+    split_of: dict[str, set[str]] = {}
+    for split, examples in ingested["stored"].items():
+        assert examples, f"{split} is empty"
+        for pair_id in examples:
+            split_of.setdefault(pairs.group_key(pair_id, r"^(.+)_\d+$"), set()).add(split)
+    assert all(len(splits) == 1 for splits in split_of.values())
+    assert len(split_of) == len(GOOD_VIDEOS) + len(KEPT_SPECIALS)
+
+
+def test_too_few_usable_pairs_fails_naming_folder_and_reasons(ingested):
+    with pytest.raises(IngestionError, match=r"min_usable_fraction 99%.*unreadable_image: 2"):
+        check_report(ingested["report"], 0.99)
+
+
+def test_nothing_usable_fails_the_component(tmp_path):
+    data = tmp_path / "junk"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    for n in range(3):
+        (data / "images" / f"v{n}_0001.png").write_text("not an image")
+        _save(_mask(), data / "masks" / f"v{n}_0001.png")
+    (data / "images" / "v9_0001.jpg").write_bytes(b"")
+    _save(_mask(), data / "masks" / "v9_0001.png")
+    with pytest.raises(IngestionError) as error:
+        run_executor(tmp_path / "out", [data])
+    message = str(error.value)
+    assert f"no usable image/mask pairs in {data}" in message
+    assert "unreadable_image: 3" in message and "empty_file: 1" in message
+    report = json.loads((tmp_path / "out" / "ingestion_report.json").read_text())
+    assert report["usable"] == 0
+
+
+def test_empty_folder_fails_with_a_clear_message(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(
+        IngestionError, match="no usable image/mask pairs in .*empty.*missing or empty"
+    ):
+        run_executor(tmp_path / "out", [tmp_path / "empty"])
+
+
+def test_several_folders_prefix_ids_and_downscale(tmp_path):
+    for name, size in (("ccp", (60, 90)), ("hsd", (90, 60))):
+        (tmp_path / name / "images").mkdir(parents=True)
+        (tmp_path / name / "masks").mkdir()
+        for n in range(3):
+            _save(_photo(n, *size), tmp_path / name / "images" / f"{n:04d}.png")
+            _save(_mask(*size, (10, 10, 40, 40)), tmp_path / name / "masks" / f"{n:04d}.png")
+    examples = run_executor(
+        tmp_path / "out", [tmp_path / "ccp", tmp_path / "hsd"], group_pattern="", max_side=45
+    )
+    stored = {**read_split(examples, "train"), **read_split(examples, "eval")}
+    assert sorted(stored) == [f"{d}/{n:04d}" for d in ("ccp", "hsd") for n in range(3)]
+    for pair_id, example in stored.items():
+        expected = (45, 30) if pair_id.startswith("ccp") else (30, 45)
+        assert (_feature(example, "height"), _feature(example, "width")) == expected
+        assert _pixels(_feature(example, "mask")).shape == expected
+
+
+def test_component_runs_in_a_pipeline_and_is_cached_until_inputs_change(tmp_path):
+    data = tmp_path / "data"
+    make_bad_folder(data)
+
+    def run() -> list[str]:
+        generator = ImageExampleGen(data_dirs=[str(data)], group_pattern="", max_side=32)
+        pipeline = tfx.dsl.Pipeline(
+            pipeline_name="ingestion-test",
+            pipeline_root=str(tmp_path / "root"),
+            components=[generator],
+            enable_cache=True,
+            metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+                str(tmp_path / "metadata.sqlite")
+            ),
+            beam_pipeline_args=LOCAL_BEAM_ARGS,
+        )
+        tfx.orchestration.LocalDagRunner().run(pipeline)
+        return sorted(
+            p.name for p in (tmp_path / "root" / "ImageExampleGen" / "examples").iterdir()
+        )
+
+    first = run()
+    assert run() == first  # unchanged inputs: cached, no new artifact
+    _save(_photo(7), data / "images" / "golf_0001.png")
+    _save(_mask(), data / "masks" / "golf_0001.png")
+    third = run()
+    [latest] = set(third) - set(first)
+    outputs = tmp_path / "root" / "ImageExampleGen" / "examples"
+    report = json.loads((outputs / latest / "ingestion_report.json").read_text())
+    assert report["settings"]["group_pattern"] == "" and report["settings"]["max_side"] == 32
+    assert report["usable"] == sum(GOOD_VIDEOS.values()) + len(KEPT_SPECIALS) + 1
+
+
+# Units: pairing, grouping, splitting, fingerprint, masks, downscaling.
+
+
+def test_pairing_by_stem_reports_strays(tmp_path):
+    files = ["images/a_1.jpg", "images/a_1.png", "images/b_2.png", "images/notes.txt"]
+    files += ["images/.DS_Store", "masks/a_1.png", "masks/b_2.png", "masks/c_3.png"]
+    for rel in files:
+        (tmp_path / rel).parent.mkdir(exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    listing = pairs.list_pairs([str(tmp_path)], r"^(.+)_\d+$")
+    assert [(p.id, p.group, Path(p.image).name) for p in listing.pairs] == [
+        ("a_1", "a", "a_1.jpg"),
+        ("b_2", "b", "b_2.png"),
+    ]
+    assert sorted((s.reason, s.name) for s in listing.skipped) == [
+        ("duplicate_id", "images/a_1.png"),
+        ("missing_image", "masks/c_3.png"),
+        ("unsupported_extension", "images/notes.txt"),
+    ]
+
+
+def test_pairing_follows_df_csv(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    for rel in ("images/x.jpg", "masks/x_mask.png", "images/y.jpg", "images/unlisted.jpg"):
+        (tmp_path / rel).write_bytes(b"x")
+    (tmp_path / "df.csv").write_text(
+        "images,masks\nimages/x.jpg,masks/x_mask.png\nimages/y.jpg,masks/y.png\n"
+        "images/gone.jpg,masks/gone.png\n"
+    )
+    listing = pairs.list_pairs([str(tmp_path)], "")
+    assert [(p.id, Path(p.mask).name) for p in listing.pairs] == [("x", "x_mask.png")]
+    assert [(s.reason, s.name) for s in listing.skipped] == [
+        ("missing_mask", "images/y.jpg"),
+        ("missing_image", "images/gone.jpg"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("stem", "pattern", "group"),
+    [
+        ("vid3_0012", r"^(.+)_\d+$", "vid3"),
+        ("0001", r"^(.+)_\d+$", "0001"),
+        ("hsd_0001", "", "hsd_0001"),
+        ("a-b-7", r"^(\w+)-", "a"),
+    ],
+)
+def test_group_key(stem, pattern, group):
+    assert pairs.group_key(stem, pattern) == group
+
+
+def _pairs_of(groups: dict[str, int]) -> list[pairs.Pair]:
+    return [
+        pairs.Pair(f"{g}_{i}", g, "i", "m", f"{g}_{i}") for g, n in groups.items() for i in range(n)
+    ]
+
+
+def test_split_is_deterministic_near_the_fraction_and_never_empty():
+    many = _pairs_of({f"video{n}": 5 for n in range(40)})
+    split = pairs.assign_splits(many, 0.2, "")
+    assert split == pairs.assign_splits(list(reversed(many)), 0.2, "")
+    assert sum(s == pairs.EVAL for s in split.values()) == 8
+    assert sorted(pairs.assign_splits(_pairs_of({"a": 9, "b": 1}), 0.2, "").values()) == [
+        pairs.EVAL,
+        pairs.TRAIN,
+    ]
+
+
+def test_one_group_fails_suggesting_an_empty_pattern():
+    with pytest.raises(ValueError, match=re.escape("4 pair(s) into 1 group(s) ('hsd')")) as error:
+        pairs.assign_splits(_pairs_of({"hsd": 4}), 0.2, r"^(.+)_\d+$")
+    assert 'group_pattern = ""' in str(error.value)
+
+
+def test_fingerprint_changes_only_when_files_do(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "a.png").write_bytes(b"one")
+    before = pairs.input_fingerprint([str(tmp_path)])
+    assert pairs.input_fingerprint([str(tmp_path)]) == before
+    (tmp_path / "images" / "a.png").write_bytes(b"three")
+    changed = pairs.input_fingerprint([str(tmp_path)])
+    assert changed != before
+    (tmp_path / "images" / "b.png").write_bytes(b"")
+    assert pairs.input_fingerprint([str(tmp_path)]) not in (before, changed)
+    assert pairs.input_fingerprint([str(tmp_path / "nowhere")]) != before
+
+
+def test_binarize_mask_modes():
+    shape = _mask() > 127
+    luminance = Image.fromarray(np.where(shape, 200, 100).astype(np.uint8), "L")
+    np.testing.assert_array_equal(binarize_mask(luminance), shape)
+    np.testing.assert_array_equal(binarize_mask(luminance.convert("RGB")), shape)
+    np.testing.assert_array_equal(binarize_mask(luminance.convert("P")), shape)
+    opaque = luminance.convert("RGBA")  # constant alpha: luminance decides
+    np.testing.assert_array_equal(binarize_mask(opaque), shape)
+    cutout = np.zeros((H, W, 4), np.uint8)
+    cutout[..., :3] = 30  # dark everywhere; only alpha carries the person
+    cutout[..., 3] = _mask()
+    np.testing.assert_array_equal(binarize_mask(Image.fromarray(cutout, "RGBA")), shape)
+    la = Image.fromarray(np.stack([np.full((H, W), 255, np.uint8), _mask()], -1), "LA")
+    np.testing.assert_array_equal(binarize_mask(la), shape)
+
+
+def test_downscale_keeps_aspect_and_binary_mask():
+    photo = _photo(5, 200, 100)
+    mask = _mask(200, 100, (50, 20, 130, 90))
+    decoded = decode_pair(_jpeg_bytes(photo), _png(mask), max_side=50)
+    assert (decoded.width, decoded.height) == (50, 25) and decoded.reencoded
+    assert Image.open(io.BytesIO(decoded.image)).format == "JPEG"
+    stored = _pixels(decoded.mask)
+    assert stored.shape == (25, 50) and set(np.unique(stored)) == {0, 255}
+    assert decoded.foreground_fraction == pytest.approx((mask > 0).mean(), abs=0.05)
+    kept = decode_pair(_jpeg_bytes(photo), _png(mask), max_side=500)
+    assert not kept.reencoded and kept.image == _jpeg_bytes(photo)
+
+
+def test_decode_rejects_with_reasons():
+    good = _png(_mask())
+    with pytest.raises(Rejected) as error:
+        decode_pair(_png(_photo(1)), _png(_mask(W + 20, H)))
+    assert error.value.reason == "size_mismatch"
+    with pytest.raises(Rejected) as error:
+        decode_pair(_png(_photo(1)), b"GIF89a junk")
+    assert error.value.reason == "unreadable_mask"
+    with pytest.raises(Rejected) as error:
+        decode_pair(b"", good)
+    assert error.value.reason == "empty_file"
+
+
+def _png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
