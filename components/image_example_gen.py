@@ -146,13 +146,14 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         tf.io.gfile.makedirs(examples.uri)
 
         listing = pairs_lib.list_pairs(settings.data_dirs, settings.group_pattern)
-        for warning in listing.warnings:
-            logging.warning("ingestion: %s", warning)
         if not listing.pairs:
             _fail_without_pairs(settings, listing, report_path)
         group_split = pairs_lib.assign_splits(
             listing.pairs, settings.eval_fraction, settings.group_pattern
         )
+        listing.warnings += pairs_lib.coarse_group_warnings(listing.pairs, settings.eval_fraction)
+        for warning in listing.warnings:
+            logging.warning("ingestion: %s", warning)
         # Hash order interleaves videos in the output; only paths are held here.
         work = [
             (pair, group_split[pair.group])

@@ -218,6 +218,18 @@ def assign_splits(
     return {group: EVAL if group in eval_groups else TRAIN for group in groups}
 
 
+def coarse_group_warnings(pairs: Iterable[Pair], eval_fraction: float) -> list[str]:
+    """Groups too big for eval on their own hint that group_pattern lumps photos together."""
+    sizes = Counter(pair.group for pair in pairs)
+    target = eval_fraction * sum(sizes.values())
+    return [
+        f"group {group!r} holds {size} of {sum(sizes.values())} pairs, more than the eval "
+        'split should; if its photos are not frames of one video, set group_pattern = ""'
+        for group, size in sorted(sizes.items())
+        if size > target
+    ]
+
+
 def split_help(pair_count: int, groups: Sequence[str], group_pattern: str) -> str:
     named = f" ({', '.join(repr(g) for g in groups[:3])})" if groups else ""
     return (

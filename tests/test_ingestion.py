@@ -374,6 +374,12 @@ def test_one_group_fails_suggesting_an_empty_pattern():
     assert 'group_pattern = ""' in str(error.value)
 
 
+def test_a_group_bigger_than_eval_is_flagged():
+    assert pairs.coarse_group_warnings(_pairs_of({f"v{n}": 3 for n in range(10)}), 0.2) == []
+    [warning] = pairs.coarse_group_warnings(_pairs_of({"hsd": 30, "a": 3, "b": 3}), 0.2)
+    assert "'hsd' holds 30 of 36 pairs" in warning and 'group_pattern = ""' in warning
+
+
 def test_fingerprint_changes_only_when_files_do(tmp_path):
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "a.png").write_bytes(b"one")
