@@ -33,8 +33,11 @@ def _mask_from_bytes(model: keras.Model, images: tf.Tensor) -> dict[str, tf.Tens
     )
     probabilities = model(pixels, training=False)[..., 0]
     mask = tf.cast(tf.round(tf.clip_by_value(probabilities, 0.0, 1.0) * 255.0), tf.uint8)
-    return {defaults.OUTPUT_MASK: mask, defaults.OUTPUT_HEIGHT: heights,
-            defaults.OUTPUT_WIDTH: widths}
+    return {
+        defaults.OUTPUT_MASK: mask,
+        defaults.OUTPUT_HEIGHT: heights,
+        defaults.OUTPUT_WIDTH: widths,
+    }
 
 
 def export_saved_model(model: keras.Model, export_dir: str) -> None:

@@ -72,6 +72,7 @@ def _backup_dir(cfg: dict) -> str:
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     cfg = _settings(fn_args)
+    keras.utils.set_random_seed(cfg["seed"])
     height, width, batch = cfg["image_height"], cfg["image_width"], cfg["batch_size"]
     train = dataset.train_dataset(fn_args.train_files, height, width, batch, cfg["augment"])
     evaluation = dataset.eval_dataset(fn_args.eval_files, height, width, batch)
@@ -90,6 +91,12 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         metrics=[losses.ForegroundIoU(cfg["threshold"]), "binary_accuracy"],
     )
     best = os.path.join(fn_args.model_run_dir, "best.weights.h5")
+    baseline_iou = None
+    if cfg["warm_start"] and fn_args.base_model:
+        # Keep the warm-started weights unless an epoch beats them.
+        baseline_iou = model.evaluate(evaluation, return_dict=True, verbose=0)["foreground_iou"]
+        model.save_weights(best)
+        logging.info("Warm-started model: val foreground IoU %.4f", baseline_iou)
     callbacks = [
         keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch"),
         keras.callbacks.BackupAndRestore(_backup_dir(cfg)),
@@ -99,6 +106,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
             mode="max",
             save_best_only=True,
             save_weights_only=True,
+            initial_value_threshold=baseline_iou,
         ),
     ]
     steps = cfg["steps_per_epoch"] or None

@@ -22,7 +22,9 @@ def test_versions_match_the_lock():
 def test_mlmd_sqlite_store_round_trip(tmp_path):
     config = metadata_store_pb2.ConnectionConfig()
     config.sqlite.filename_uri = str(tmp_path / "metadata.sqlite")
-    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
+    config.sqlite.connection_mode = (
+        metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
+    )
     store = mlmd.MetadataStore(config)
     model_type = metadata_store_pb2.ArtifactType(name="Model")
     model_type.properties["version"] = metadata_store_pb2.INT
@@ -47,10 +49,12 @@ def test_tfdv_computes_statistics():
 
 
 def test_cli_entry_point_resolves():
-    [entry] = [e for e in importlib.metadata.entry_points(group="console_scripts")
-               if e.name == "bgremove"]
+    [entry] = [
+        e for e in importlib.metadata.entry_points(group="console_scripts") if e.name == "bgremove"
+    ]
     assert entry.value == "serving.cli:main"
-    result = subprocess.run([sys.executable, "-m", "serving.cli", "--help"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "serving.cli", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     assert "remove" in result.stdout

@@ -65,10 +65,12 @@ def _imbalanced_set(n=16, size=16):
 
 def _train(loss, x, y):
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input(x.shape[1:]),
-        keras.layers.Conv2D(1, 1, activation="sigmoid"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input(x.shape[1:]),
+            keras.layers.Conv2D(1, 1, activation="sigmoid"),
+        ]
+    )
     model.compile(keras.optimizers.Adam(0.05), loss=loss)
     model.fit(x, y, epochs=40, batch_size=16, verbose=0)
     pred = model.predict(x, verbose=0) > 0.5

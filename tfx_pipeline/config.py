@@ -61,6 +61,7 @@ class PipelineConfig:
     dice_weight: float = 1.0
     augment: bool = True
     warm_start: bool = False
+    seed: int = 0
 
     # Evaluation gate.
     min_iou: float = 0.3
@@ -110,8 +111,12 @@ def load(path: str | os.PathLike | None = None, **overrides) -> PipelineConfig:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per setting: --epochs 10, --data-dirs a b, --separable true."""
     parser.add_argument("--config", help="TOML file with settings (flags override it)")
-    parser.add_argument("--data-dir", dest="data_dirs", action="append",
-                        help="input folder (images/, masks/); repeatable")
+    parser.add_argument(
+        "--data-dir",
+        dest="data_dirs",
+        action="append",
+        help="input folder (images/, masks/); repeatable",
+    )
     for name, f in _fields().items():
         if name == "data_dirs":
             continue

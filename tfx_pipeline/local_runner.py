@@ -41,8 +41,9 @@ def with_sample_data(config: config_lib.PipelineConfig) -> config_lib.PipelineCo
             shutil.rmtree(sample, ignore_errors=True)
             synthetic.generate(sample, config.synthetic_count)
             open(marker, "w").close()
-        logging.info("No data folder given: using %d synthetic pairs in %s",
-                     config.synthetic_count, sample)
+        logging.info(
+            "No data folder given: using %d synthetic pairs in %s", config.synthetic_count, sample
+        )
         config.data_dirs = [sample]
     return config
 
@@ -62,8 +63,9 @@ def run(config: config_lib.PipelineConfig, enable_cache: bool = True) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     config_lib.add_arguments(parser)
     parser.add_argument("--no-cache", action="store_true", help="rerun every component")
     args = parser.parse_args(argv)

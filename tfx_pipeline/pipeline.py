@@ -84,15 +84,26 @@ def create_pipeline(
             )
         ),
     )
-    components = [example_gen, statistics_gen, schema_gen, example_validator, gate,
-                  latest_blessed, trainer, evaluator, pusher]
+    components = [
+        example_gen,
+        statistics_gen,
+        schema_gen,
+        example_validator,
+        gate,
+        latest_blessed,
+        trainer,
+        evaluator,
+        pusher,
+    ]
     if config.rollout_server:
-        components.append(RolloutCheck(
-            pushed_model=pusher.outputs["pushed_model"],
-            server=config.rollout_server,
-            model_name=config.model_name,
-            timeout_s=config.rollout_timeout_s,
-        ))
+        components.append(
+            RolloutCheck(
+                pushed_model=pusher.outputs["pushed_model"],
+                server=config.rollout_server,
+                model_name=config.model_name,
+                timeout_s=config.rollout_timeout_s,
+            )
+        )
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,

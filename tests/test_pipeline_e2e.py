@@ -1,0 +1,110 @@
+"""The whole pipeline through LocalDagRunner on a tiny generated set.
+
+Three runs share one pipeline root and ML Metadata store, as a user's would:
+a first model is pushed; an untrained one is evaluated against it and not
+pushed; a warm-started, longer-trained one beats it and is pushed as a
+higher version.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import ml_metadata as mlmd
+import pytest
+import tensorflow as tf
+from ml_metadata.proto import metadata_store_pb2
+
+from serving import defaults
+from tfx_pipeline import config as config_lib
+from tfx_pipeline import local_runner
+
+pytestmark = pytest.mark.slow
+
+NODES = {
+    "ImageExampleGen",
+    "StatisticsGen",
+    "SchemaGen",
+    "ExampleValidator",
+    "ValidationGate",
+    "latest_blessed_model_resolver",
+    "Trainer",
+    "IoUEvaluator",
+    "Pusher",
+}
+
+
+def _config(root: Path, **overrides) -> config_lib.PipelineConfig:
+    settings = dict(
+        pipeline_root=str(root / "pipeline_root"),
+        serving_dir=str(root / "serving"),
+        synthetic_count=48,
+        image_height=64,
+        image_width=64,
+        unet_filters=8,
+        unet_depth=3,
+        epochs=6,
+        batch_size=8,
+        learning_rate=5e-3,
+        min_iou=0.2,
+        min_improvement=0.0,
+    )
+    settings.update(overrides)
+    return config_lib.load(**settings)
+
+
+def _store(config) -> mlmd.MetadataStore:
+    connection = metadata_store_pb2.ConnectionConfig()
+    connection.sqlite.filename_uri = os.path.abspath(config.metadata_sqlite)
+    return mlmd.MetadataStore(connection)
+
+
+def _versions(serving_dir: Path) -> list[int]:
+    model_dir = serving_dir / defaults.MODEL_NAME
+    return sorted(int(p.name) for p in model_dir.iterdir()) if model_dir.exists() else []
+
+
+def _latest_evaluation(store) -> dict:
+    [blessing_type] = [t for t in store.get_artifact_types() if t.name == "ModelBlessing"]
+    blessings = sorted(store.get_artifacts_by_type(blessing_type.name), key=lambda a: a.id)
+    return json.loads((Path(blessings[-1].uri) / "evaluation.json").read_text())
+
+
+def test_pipeline_pushes_only_better_models(tmp_path):
+    first = _config(tmp_path)
+    local_runner.run(first)
+    store = _store(first)
+
+    node_contexts = {c.name.split(".")[-1]: c for c in store.get_contexts_by_type("node")}
+    assert set(node_contexts) >= NODES, sorted(node_contexts)
+    complete = metadata_store_pb2.Execution.COMPLETE
+    for name in NODES - {"latest_blessed_model_resolver"}:
+        states = [
+            e.last_known_state for e in store.get_executions_by_context(node_contexts[name].id)
+        ]
+        assert complete in states, f"{name} did not complete: {states}"
+
+    [v1] = _versions(tmp_path / "serving")
+    loaded = tf.saved_model.load(str(tmp_path / "serving" / defaults.MODEL_NAME / str(v1)))
+    assert {defaults.SIGNATURE_BYTES, defaults.SIGNATURE_FLOAT, defaults.SIGNATURE_EXAMPLES} <= set(
+        loaded.signatures
+    )
+    first_eval = _latest_evaluation(store)
+    assert first_eval["blessed"] and first_eval["baseline"] is None
+
+    # An untrained model: evaluated against the pushed one, and not pushed.
+    local_runner.run(_config(tmp_path, learning_rate=0.0, epochs=1))
+    second_eval = _latest_evaluation(store)
+    assert not second_eval["blessed"], second_eval
+    assert second_eval["baseline"]["foreground_iou"] == pytest.approx(
+        first_eval["candidate"]["foreground_iou"], abs=1e-6
+    )
+    assert _versions(tmp_path / "serving") == [v1]
+
+    # Warm-started from the blessed model and trained longer: better, pushed higher.
+    local_runner.run(_config(tmp_path, warm_start=True, epochs=8))
+    third_eval = _latest_evaluation(store)
+    assert third_eval["blessed"], third_eval
+    assert third_eval["candidate"]["foreground_iou"] >= first_eval["candidate"]["foreground_iou"]
+    versions = _versions(tmp_path / "serving")
+    assert len(versions) == 2 and versions[-1] > v1
