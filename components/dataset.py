@@ -13,6 +13,7 @@ from components import preprocessing as pp
 _AUTOTUNE = tf.data.AUTOTUNE
 # Decoded size relative to the model input; random crops take 1/_MARGIN..1 of it.
 _MARGIN = 1.25
+_NEW_BACKGROUND_P = 0.3
 
 
 def _records(patterns: list[str]) -> tf.data.Dataset:
@@ -35,8 +36,17 @@ def _decode(height: int, width: int, size_factor: float):
     return decode
 
 
+def _random_background(height: int, width: int) -> tf.Tensor:
+    """Smooth random colours with grain: a backdrop the model has never seen."""
+    coarse = tf.random.uniform([tf.random.uniform([], 2, 9, tf.int32)] * 2 + [3])
+    smooth = tf.image.resize(coarse[None], [height, width], method="bicubic")[0]
+    grain = tf.random.normal([height, width, 3], stddev=tf.random.uniform([], 0.0, 0.08))
+    return tf.clip_by_value(smooth + grain, 0.0, 1.0)
+
+
 def augment(image: tf.Tensor, mask: tf.Tensor, height: int, width: int):
-    """Scale/crop, horizontal flip and colour jitter; the mask follows the geometry."""
+    """Scale/crop, flip, colour jitter, and now and then a new background behind
+    the person, so the model learns people rather than the sets' usual scenery."""
     both = tf.concat([image, mask], axis=-1)
     big_h, big_w = tf.shape(both)[0], tf.shape(both)[1]
     scale = tf.random.uniform([], 1.0 / _MARGIN, 1.0)
@@ -46,6 +56,8 @@ def augment(image: tf.Tensor, mask: tf.Tensor, height: int, width: int):
     both = tf.image.random_flip_left_right(both)
     both = tf.image.resize(both, [height, width], method="bilinear")
     image, mask = both[..., :3], both[..., 3:]
+    if tf.random.uniform([]) < _NEW_BACKGROUND_P:
+        image = mask * image + (1.0 - mask) * _random_background(height, width)
     image = tf.image.random_brightness(image, 0.15)
     image = tf.image.random_contrast(image, 0.75, 1.25)
     image = tf.image.random_saturation(image, 0.7, 1.3)

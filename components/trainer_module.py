@@ -100,6 +100,9 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     callbacks = [
         keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch"),
         keras.callbacks.BackupAndRestore(_backup_dir(cfg)),
+        keras.callbacks.ReduceLROnPlateau(
+            monitor="val_foreground_iou", mode="max", factor=0.5, patience=3, min_lr=1e-5
+        ),
         keras.callbacks.ModelCheckpoint(
             best,
             monitor="val_foreground_iou",
