@@ -48,7 +48,7 @@ status: ## print the served model versions
 	$(RUN) bgremove status $(ARGS)
 
 kubeflow: ## compile the pipeline for Kubeflow Pipelines into build/pipeline.json
-	$(PY) -m tfx_pipeline.kubeflow_runner $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
+	$(PY) -m tfx_pipeline.kubeflow_runner --config $(or $(CONFIG),configs/kubeflow.toml) $(ARGS)
 
 kubeflow-submit: kubeflow ## submit build/pipeline.json to $$KFP_ENDPOINT
 	$(PY) -m tfx_pipeline.kubeflow_submit build/pipeline.json $(ARGS)

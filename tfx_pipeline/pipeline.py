@@ -27,9 +27,14 @@ def create_pipeline(
     metadata_connection_config: metadata_store_pb2.ConnectionConfig | None = None,
     enable_cache: bool = True,
     fingerprint: str | None = None,
+    module_file: str | None = TRAINER_MODULE,
 ) -> tfx.dsl.Pipeline:
     """``fingerprint`` identifies the input data for caching; by default it is
-    computed from the folders, runners that cannot see them (Kubeflow) pass one."""
+    computed from the folders, runners that cannot see them (Kubeflow) pass one.
+
+    ``module_file`` ships the trainer code with the run (and keys the cache on
+    it); ``None`` imports it from the installed package, as container images do.
+    """
     example_gen = ImageExampleGen(
         data_dirs=list(config.data_dirs),
         group_pattern=config.group_pattern,
@@ -60,7 +65,8 @@ def create_pipeline(
     ).with_id("latest_blessed_model_resolver")
 
     trainer = tfx.components.Trainer(
-        module_file=TRAINER_MODULE,
+        module_file=module_file,
+        run_fn=None if module_file else "components.trainer_module.run_fn",
         examples=examples,
         base_model=latest_blessed.outputs["model"] if config.warm_start else None,
         custom_config={"config": config.to_json()},
