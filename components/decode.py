@@ -76,7 +76,15 @@ def _target_size(width: int, height: int, max_side: int) -> tuple[int, int]:
 
 
 def binarize_mask(mask: Image.Image) -> np.ndarray:
-    """Boolean foreground: the alpha channel when it varies, else luminance > 127."""
+    """Boolean foreground: the alpha channel when it varies, else luminance > 127.
+
+    Label masks stored as class indices (0/1, as many tools write them) count
+    their non-zero pixels as person, but a palette mask is read by its colours.
+    """
+    if mask.mode == "1":
+        return np.asarray(mask, dtype=bool)
+    if mask.mode in ("L", "I", "I;16") and np.asarray(mask).max() == 1:
+        return np.asarray(mask) == 1
     if mask.mode in ("P", "PA"):
         mask = mask.convert("RGBA")
     if "A" in mask.getbands():
