@@ -10,6 +10,9 @@ DATA_DIR ?=
 CONFIG ?=
 ARGS ?=
 OVERLAY ?= gpu
+SERVING_DIR ?= build/serving
+# The model shipped in the repository, served until the pipeline pushes one.
+SHIPPED_MODEL := models/bgremover
 
 .DEFAULT_GOAL := help
 .PHONY: help setup test test-fast lint format pipeline serve remove status kubeflow kubeflow-submit \
@@ -38,8 +41,9 @@ format: ## apply ruff's fixes and formatting
 pipeline: ## run the TFX pipeline locally (synthetic data unless DATA_DIR is set)
 	$(PY) -m tfx_pipeline.local_runner $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
 
-serve: ## serve pushed models over TF Serving's gRPC API on localhost:8500
-	$(PY) -m serving.server $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
+serve: ## serve pushed models (else the shipped one) over TF Serving's gRPC API on localhost:8500
+	$(PY) -m serving.server --serving-dir $(SERVING_DIR) \
+	  $(if $(wildcard $(SHIPPED_MODEL)/saved_model.pb),--fallback-model $(SHIPPED_MODEL)) $(ARGS)
 
 remove: ## run the CLI, e.g. make remove ARGS="photo.jpg -o out.png"
 	$(RUN) bgremove remove $(ARGS)

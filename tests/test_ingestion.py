@@ -409,8 +409,9 @@ def test_binarize_mask_modes():
     np.testing.assert_array_equal(binarize_mask(la), shape)
     indices = Image.fromarray(shape.astype(np.uint8), "L")  # class indices 0/1
     np.testing.assert_array_equal(binarize_mask(indices), shape)
-    np.testing.assert_array_equal(binarize_mask(indices.point(lambda v: v * 255).convert("1")),
-                                  shape)
+    np.testing.assert_array_equal(
+        binarize_mask(indices.point(lambda v: v * 255).convert("1")), shape
+    )
 
 
 def test_downscale_keeps_aspect_and_binary_mask():

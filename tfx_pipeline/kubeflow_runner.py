@@ -37,9 +37,7 @@ def compile_pipeline(
     output = os.path.abspath(output)
     os.makedirs(os.path.dirname(output), exist_ok=True)
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
-        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
-            default_image=config.image
-        ),
+        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=config.image),
         output_dir=os.path.dirname(output),
         output_filename=os.path.basename(output),
     )
@@ -49,8 +47,9 @@ def compile_pipeline(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     config_lib.add_arguments(parser)
     parser.add_argument("--output", default=DEFAULT_OUTPUT, help="where the spec is written")
     parser.add_argument("--data-version", help="identifies the input data (default: now)")
