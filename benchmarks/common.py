@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import platform
-import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -102,12 +101,10 @@ def synthetic_photo(width: int, height: int, seed: int = 0) -> Image.Image:
         Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC), np.float32
     )
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    blob = np.exp(-(((x - 0.5 * width) / (0.18 * width)) ** 2 + ((y - 0.55 * height) / (0.3 * height)) ** 2))
+    blob = np.exp(
+        -(((x - 0.5 * width) / (0.18 * width)) ** 2 + ((y - 0.55 * height) / (0.3 * height)) ** 2)
+    )
     person = np.array([180, 120, 90], np.float32)
     pixels = base * (1 - blob[..., None]) + person * blob[..., None]
     pixels += rng.normal(0, 3.0, pixels.shape)
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
-
-
-def median(values: list[float]) -> float:
-    return float(statistics.median(values))

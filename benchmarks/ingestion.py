@@ -73,7 +73,9 @@ def _raw(pairs: list, max_side: int) -> dict[str, float]:
     started = time.perf_counter()
     for pair in pairs:
         try:
-            decoded = decode_pair(Path(pair.image).read_bytes(), Path(pair.mask).read_bytes(), max_side)
+            decoded = decode_pair(
+                Path(pair.image).read_bytes(), Path(pair.mask).read_bytes(), max_side
+            )
         except Rejected:
             continue
         usable += 1
@@ -105,7 +107,9 @@ def _executor(folder: Path, config: PipelineConfig, out: Path) -> dict[str, floa
         "min_usable_fraction": config.min_usable_fraction,
         "input_fingerprint": pairs_lib.input_fingerprint([str(folder)]),
     }
-    context = BaseBeamExecutor.Context(beam_pipeline_args=config.beam_args, tmp_dir=str(out / "tmp"))
+    context = BaseBeamExecutor.Context(
+        beam_pipeline_args=config.beam_args, tmp_dir=str(out / "tmp")
+    )
     started = time.perf_counter()
     Executor(context).Do({}, {"examples": [examples]}, properties)
     seconds = time.perf_counter() - started

@@ -87,3 +87,10 @@ def default_variants(config: PipelineConfig) -> dict[str, Path]:
     for path in pushed_versions(config):
         variants[f"pushed-v{path.name}"] = path
     return variants
+
+
+def input_size(loaded) -> tuple[int, int]:
+    """(height, width) the model runs at, from its ``predict_float`` signature."""
+    signature = loaded.signatures[defaults.SIGNATURE_FLOAT]
+    spec = signature.structured_input_signature[1]["pixels"]
+    return int(spec.shape[1]), int(spec.shape[2])

@@ -7,6 +7,7 @@ The child starts one ``serving.server.LocalServer`` per batching setting on
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import tempfile
 import traceback
@@ -57,7 +58,7 @@ def _serve(model_dir: str, batching_options: list[bool], conn: Connection) -> No
 
 
 class ServerProcess:
-    """``with ServerProcess(model_dir, [False, True]) as servers: servers.ports[True]``."""
+    """``with ServerProcess(model_dir, [False, True]) as servers: servers.wait_ready()[True]``."""
 
     def __init__(self, model_dir: Path, batching_options: list[bool]) -> None:
         self._model_dir = str(model_dir)
@@ -75,7 +76,8 @@ class ServerProcess:
             raise RuntimeError(f"the server process failed:\n{payload}")
         return payload
 
-    def start(self) -> dict[bool, int]:
+    def start(self) -> None:
+        """Spawns the child; it loads TensorFlow and the model while the caller works on."""
         context = multiprocessing.get_context("spawn")  # a fresh TensorFlow, no forked threads
         self._conn, child = context.Pipe()
         self._process = context.Process(
@@ -83,7 +85,11 @@ class ServerProcess:
         )
         self._process.start()
         child.close()
-        self.ports = self._receive("ports", START_TIMEOUT_S)
+
+    def wait_ready(self) -> dict[bool, int]:
+        """Blocks until every server serves; returns {batching: port}."""
+        if not self.ports:
+            self.ports = self._receive("ports", START_TIMEOUT_S)
         return self.ports
 
     def batch_counts(self) -> dict[bool, dict[str, list[int]]]:
@@ -94,10 +100,8 @@ class ServerProcess:
 
     def stop(self) -> None:
         if self._conn is not None:
-            try:
+            with contextlib.suppress(BrokenPipeError, OSError):
                 self._conn.send("stop")
-            except (BrokenPipeError, OSError):
-                pass
             self._conn.close()
             self._conn = None
         if self._process is not None:

@@ -28,7 +28,10 @@ def _records(config: PipelineConfig, pool: int, workdir: Path) -> tuple[Path, st
         count = copy_records(record_files(split), out, pool)
         return out, f"{count} records of {display_path(split)}"
     write_synthetic_split(out, pool, SYNTHETIC_SIZE)
-    return out, f"{pool} synthetic pairs of {SYNTHETIC_SIZE[0]}x{SYNTHETIC_SIZE[1]} (no pipeline output)"
+    return (
+        out,
+        f"{pool} synthetic pairs of {SYNTHETIC_SIZE[0]}x{SYNTHETIC_SIZE[1]} (no pipeline output)",
+    )
 
 
 def _input_rates(files: list[str], config: PipelineConfig, warmup: int, steps: int) -> dict:
@@ -36,7 +39,9 @@ def _input_rates(files: list[str], config: PipelineConfig, warmup: int, steps: i
     from components import dataset
 
     batch = config.batch_size
-    once = dataset.train_dataset(files, config.image_height, config.image_width, batch, config.augment)
+    once = dataset.train_dataset(
+        files, config.image_height, config.image_width, batch, config.augment
+    )
     started = time.perf_counter()
     images = sum(int(b[0].shape[0]) for b in once)
     first_pass = rate(images, time.perf_counter() - started)
@@ -86,7 +91,7 @@ def _fit_rates(files: list[str], config: PipelineConfig, warmup: int, steps: int
 
     model.fit(train, epochs=1, steps_per_epoch=warmup + steps, verbose=0, callbacks=[StepTimes()])
     measured = ends[warmup - 1 :]
-    step_seconds = [b - a for a, b in zip(measured, measured[1:])]
+    step_seconds = [b - a for a, b in zip(measured[:-1], measured[1:], strict=True)]
     return {
         "model": model.name,
         "parameters": model.count_params(),

@@ -1,0 +1,88 @@
+"""Before/after contact sheet of the worst-scored eval photos (Pillow only)."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+from serving import compositing, images
+
+CELL = (180, 240)  # (width, height) every picture is fitted into
+GAP = 6
+LABEL_HEIGHT = 22
+COLUMNS = ("photo", "ground truth", "prediction (red extra, blue missed)", "cut-out")
+BACKGROUND = (255, 255, 255)
+TEXT = (20, 20, 20)
+
+
+@dataclass(frozen=True)
+class Row:
+    pair_id: str
+    iou_full: float
+    iou_model: float
+    image: bytes  # the stored photo
+    mask: bytes  # the stored 0/255 PNG mask
+    predicted: np.ndarray  # uint8 person probability * 255 at model resolution
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    return ImageFont.load_default(size=size)
+
+
+def checkerboard(size: tuple[int, int], square: int = 12) -> Image.Image:
+    """The usual transparency backdrop."""
+    width, height = size
+    y, x = np.mgrid[0:height, 0:width]
+    light = ((x // square + y // square) % 2).astype(bool)
+    pixels = np.where(light[..., None], 235, 190).astype(np.uint8).repeat(3, axis=-1)
+    return Image.fromarray(pixels, "RGB")
+
+
+def _errors(truth: np.ndarray, predicted: np.ndarray) -> Image.Image:
+    """White where both say person, red for extra person pixels, blue for missed ones."""
+    out = np.zeros(truth.shape + (3,), np.uint8)
+    out[truth & predicted] = (255, 255, 255)
+    out[~truth & predicted] = (230, 40, 40)
+    out[truth & ~predicted] = (40, 90, 230)
+    return Image.fromarray(out, "RGB")
+
+
+def _tiles(row: Row, threshold: float) -> list[Image.Image]:
+    photo = images.load(row.image)
+    with Image.open(io.BytesIO(row.mask)) as stored:
+        truth_image = stored.convert("L").resize(photo.size, Image.Resampling.NEAREST)
+    soft = Image.fromarray(row.predicted, "L").resize(photo.size, Image.Resampling.BILINEAR)
+    truth = np.asarray(truth_image) > 127
+    predicted = np.asarray(soft, np.float32) / 255.0 > threshold
+    cutout = compositing.composite(photo, soft, "transparent")
+    backdrop = checkerboard(photo.size)
+    backdrop.paste(cutout, mask=cutout.getchannel("A"))
+    return [photo, truth_image.convert("RGB"), _errors(truth, predicted), backdrop]
+
+
+def write_sheet(rows: list[Row], title: str, out_path: Path, threshold: float = 0.5) -> Path:
+    """One row per photo: photo, ground truth, prediction errors, cut-out on a checkerboard."""
+    cell_w, cell_h = CELL
+    width = len(COLUMNS) * (cell_w + GAP) + GAP
+    header = 2 * LABEL_HEIGHT + GAP
+    row_h = LABEL_HEIGHT + cell_h + GAP
+    sheet = Image.new("RGB", (width, header + len(rows) * row_h), BACKGROUND)
+    draw = ImageDraw.Draw(sheet)
+    draw.text((GAP, 2), title, fill=TEXT, font=_font(15))
+    for col, name in enumerate(COLUMNS):
+        draw.text((GAP + col * (cell_w + GAP), LABEL_HEIGHT + 2), name, fill=TEXT, font=_font(11))
+    for index, row in enumerate(rows):
+        top = header + index * row_h
+        label = f"{row.pair_id}   IoU {row.iou_full:.3f} (at model resolution {row.iou_model:.3f})"
+        draw.text((GAP, top + 3), label, fill=TEXT, font=_font(14))
+        for col, tile in enumerate(_tiles(row, threshold)):
+            fitted = ImageOps.contain(tile, CELL, Image.Resampling.LANCZOS)
+            left = GAP + col * (cell_w + GAP) + (cell_w - fitted.width) // 2
+            sheet.paste(fitted, (left, top + LABEL_HEIGHT + (cell_h - fitted.height) // 2))
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out_path)
+    return out_path

@@ -1,0 +1,209 @@
+"""Per model variant: in-process latency at its resolution and foreground IoU per eval set.
+
+IoU is scored like ``components/iou_evaluator.py``: per image, at threshold
+0.5, both at model resolution (ground truth area-downsampled) and at full
+resolution (the uint8 mask upsampled bilinearly to the stored photo's size).
+The eval split is the pipeline's own, read from ImageExampleGen's newest output.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import display_path, log, summary_ms, synthetic_photo, time_calls
+from benchmarks.contact_sheet import Row, write_sheet
+from benchmarks.examples import newest_split, record_files
+from benchmarks.models import input_size
+from tfx_pipeline.config import PipelineConfig
+
+SECTION = "model"
+BATCH = 8
+
+
+@dataclass(frozen=True)
+class EvalExample:
+    pair_id: str
+    set_name: str
+    image: bytes
+    mask: bytes
+
+
+@dataclass
+class SetScores:
+    iou_model: list[float] = field(default_factory=list)
+    iou_full: list[float] = field(default_factory=list)
+    intersection: int = 0
+    union: int = 0
+    rows: list[Row] = field(default_factory=list)
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "images": len(self.iou_full),
+            "mean_iou_model_res": round(float(np.mean(self.iou_model)), 4),
+            "mean_iou_full_res": round(float(np.mean(self.iou_full)), 4),
+            "foreground_iou_full_res": round(self.intersection / self.union, 4)
+            if self.union
+            else 1.0,
+        }
+
+
+def set_name(pair_id: str) -> str:
+    """``ccp/0001`` -> ``ccp``; ids of a single-folder run have no prefix."""
+    prefix, sep, _ = pair_id.partition("/")
+    return prefix if sep else "eval"
+
+
+def read_eval(folder: Path, limit_per_set: int | None) -> list[EvalExample]:
+    import tensorflow as tf
+
+    from components import preprocessing as pp
+
+    spec = {key: pp.FEATURE_SPEC[key] for key in (pp.IMAGE_KEY, pp.MASK_KEY, pp.ID_KEY)}
+    counts: dict[str, int] = defaultdict(int)
+    examples = []
+    for record in tf.data.TFRecordDataset(record_files(folder), compression_type="GZIP"):
+        parsed = tf.io.parse_single_example(record, spec)
+        pair_id = parsed[pp.ID_KEY].numpy().decode("utf-8")
+        name = set_name(pair_id)
+        if limit_per_set is not None and counts[name] >= limit_per_set:
+            continue
+        counts[name] += 1
+        examples.append(
+            EvalExample(pair_id, name, parsed[pp.IMAGE_KEY].numpy(), parsed[pp.MASK_KEY].numpy())
+        )
+    return examples
+
+
+def _pixels(image: bytes, height: int, width: int):
+    """The serving signature's own preprocessing: decode, antialiased bilinear resize."""
+    from components import preprocessing as pp
+
+    return pp.resize_image(pp.decode_rgb(image), height, width)
+
+
+def _latency(fn, size: tuple[int, int], image: bytes | None, runs: int) -> dict:
+    import io
+
+    import tensorflow as tf
+
+    height, width = size
+    if image is None:
+        buffer = io.BytesIO()
+        synthetic_photo(width, height).save(buffer, "PNG")
+        image = buffer.getvalue()
+    pixels = tf.expand_dims(_pixels(image, height, width), 0)
+    return summary_ms(time_calls(lambda: fn(pixels=pixels), runs, warmup=3))
+
+
+def _score_image(example: EvalExample, probabilities: np.ndarray, scores: SetScores) -> None:
+    import tensorflow as tf
+
+    from components import preprocessing as pp
+    from components.losses import iou, iou_counts
+
+    height, width = probabilities.shape
+    mask = pp.decode_mask(example.mask)
+    truth_full = mask.numpy()[..., 0] > 0.5
+    truth_model = pp.resize_mask(mask, height, width).numpy()[..., 0] > 0.5
+    scores.iou_model.append(iou(truth_model, probabilities > 0.5))
+    # Exactly what serving_default returns and the IoU gate upsamples.
+    quantized = np.round(np.clip(probabilities, 0.0, 1.0) * 255.0).astype(np.uint8)
+    soft = tf.image.resize(quantized[..., None].astype(np.float32) / 255.0, truth_full.shape)
+    pred_full = soft.numpy()[..., 0] > 0.5
+    inter, union = iou_counts(truth_full, pred_full)
+    scores.intersection += inter
+    scores.union += union
+    scores.iou_full.append(1.0 if union == 0 else inter / union)
+    scores.rows.append(
+        Row(
+            example.pair_id,
+            scores.iou_full[-1],
+            scores.iou_model[-1],
+            example.image,
+            example.mask,
+            quantized,
+        )
+    )
+
+
+def _score(fn, size: tuple[int, int], examples: list[EvalExample]) -> dict[str, SetScores]:
+    import tensorflow as tf
+
+    by_set: dict[str, SetScores] = defaultdict(SetScores)
+    for start in range(0, len(examples), BATCH):
+        batch = examples[start : start + BATCH]
+        pixels = tf.stack([_pixels(e.image, *size) for e in batch])
+        probabilities = fn(pixels=pixels)["probabilities"].numpy()[..., 0]
+        for example, probs in zip(batch, probabilities, strict=True):
+            _score_image(example, probs, by_set[example.set_name])
+    return dict(sorted(by_set.items()))
+
+
+def run(
+    config: PipelineConfig,
+    variants: dict[str, Path],
+    runs: int,
+    limit_per_set: int | None,
+    worst: int,
+    out_dir: Path,
+) -> dict:
+    import tensorflow as tf
+
+    from serving import defaults
+
+    if not variants:
+        return {
+            "skipped": "no SavedModel to measure: none shipped (models/bgremover/1) or pushed; "
+            "pass --variants name=dir,..."
+        }
+    split = newest_split(config, "eval")
+    notes = []
+    examples: list[EvalExample] = []
+    if split is None:
+        root = display_path(Path(config.pipeline_root))
+        notes.append(
+            f"IoU skipped: no ImageExampleGen eval split under {root} (run the pipeline first, "
+            "e.g. make pipeline CONFIG=configs/real.toml); latency measured on a synthetic photo"
+        )
+        log(SECTION, notes[-1])
+    else:
+        examples = read_eval(split, limit_per_set)
+        log(SECTION, f"{len(examples)} eval examples from {display_path(split)}")
+    results: dict[str, dict] = {}
+    sheets: dict[str, str] = {}
+    for index, (name, path) in enumerate(variants.items()):
+        loaded = tf.saved_model.load(str(path))
+        fn = loaded.signatures[defaults.SIGNATURE_FLOAT]
+        size = input_size(loaded)
+        latency = _latency(fn, size, examples[0].image if examples else None, runs)
+        log(SECTION, f"{name}: {size[1]}x{size[0]}, median {latency['median']} ms per image")
+        entry = {"path": display_path(path), "input": f"{size[1]}x{size[0]}", "latency_ms": latency}
+        if examples:
+            scored = _score(fn, size, examples)
+            entry["sets"] = {set_: scores.summary() for set_, scores in scored.items()}
+            log(SECTION, f"{name}: {entry['sets']}")
+            if index == 0:
+                for set_, scores in scored.items():
+                    rows = sorted(scores.rows, key=lambda r: r.iou_full)[:worst]
+                    title = f"{name} ({entry['input']}): the {len(rows)} worst of {set_} eval"
+                    sheet = write_sheet(rows, title, out_dir / f"worst_{set_}.png")
+                    sheets[set_] = display_path(sheet)
+        results[name] = entry
+    return {
+        "eval_split": display_path(split) if split else None,
+        "threshold": 0.5,
+        "variants": results,
+        "contact_sheets": {"variant": next(iter(variants)), **sheets} if sheets else {},
+        "notes": notes
+        + [
+            "latency: predict_float on one image, batch 1, in-process, after 3 warm-up calls",
+            "mean_iou_model_res: per-image IoU at model resolution (truth area-downsampled, "
+            "both > 0.5); mean_iou_full_res: the uint8 mask upsampled bilinearly to the stored "
+            "photo, as components/iou_evaluator.py scores; "
+            "foreground_iou_full_res: sum of intersections / sum of unions (the gate's figure)",
+        ],
+    }
