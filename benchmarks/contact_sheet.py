@@ -11,10 +11,11 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from serving import compositing, images
 
-CELL = (180, 240)  # (width, height) every picture is fitted into
+BOX = (240, 240)  # (width, height) every picture is fitted into
 GAP = 6
 LABEL_HEIGHT = 22
-COLUMNS = ("photo", "ground truth", "prediction (red extra, blue missed)", "cut-out")
+COLUMNS = ("photo", "ground truth", "prediction", "cut-out")
+LEGEND = "prediction: white right, red extra, blue missed; cut-out: soft mask, as served"
 BACKGROUND = (255, 255, 255)
 TEXT = (20, 20, 20)
 
@@ -66,23 +67,27 @@ def _tiles(row: Row, threshold: float) -> list[Image.Image]:
 
 def write_sheet(rows: list[Row], title: str, out_path: Path, threshold: float = 0.5) -> Path:
     """One row per photo: photo, ground truth, prediction errors, cut-out on a checkerboard."""
-    cell_w, cell_h = CELL
-    width = len(COLUMNS) * (cell_w + GAP) + GAP
-    header = 2 * LABEL_HEIGHT + GAP
-    row_h = LABEL_HEIGHT + cell_h + GAP
-    sheet = Image.new("RGB", (width, header + len(rows) * row_h), BACKGROUND)
+    fitted = [
+        [ImageOps.contain(tile, BOX, Image.Resampling.LANCZOS) for tile in _tiles(row, threshold)]
+        for row in rows
+    ]
+    widths = [max(tiles[col].width for tiles in fitted) for col in range(len(COLUMNS))]
+    lefts = [GAP + sum(widths[:col]) + col * GAP for col in range(len(COLUMNS))]
+    heights = [LABEL_HEIGHT + max(tile.height for tile in tiles) + GAP for tiles in fitted]
+    header = 3 * LABEL_HEIGHT + GAP
+    sheet = Image.new("RGB", (lefts[-1] + widths[-1] + GAP, header + sum(heights)), BACKGROUND)
     draw = ImageDraw.Draw(sheet)
     draw.text((GAP, 2), title, fill=TEXT, font=_font(15))
-    for col, name in enumerate(COLUMNS):
-        draw.text((GAP + col * (cell_w + GAP), LABEL_HEIGHT + 2), name, fill=TEXT, font=_font(11))
-    for index, row in enumerate(rows):
-        top = header + index * row_h
+    draw.text((GAP, LABEL_HEIGHT + 2), LEGEND, fill=TEXT, font=_font(12))
+    for left, name in zip(lefts, COLUMNS, strict=True):
+        draw.text((left, 2 * LABEL_HEIGHT + 2), name, fill=TEXT, font=_font(13))
+    top = header
+    for row, tiles, height in zip(rows, fitted, heights, strict=True):
         label = f"{row.pair_id}   IoU {row.iou_full:.3f} (at model resolution {row.iou_model:.3f})"
         draw.text((GAP, top + 3), label, fill=TEXT, font=_font(14))
-        for col, tile in enumerate(_tiles(row, threshold)):
-            fitted = ImageOps.contain(tile, CELL, Image.Resampling.LANCZOS)
-            left = GAP + col * (cell_w + GAP) + (cell_w - fitted.width) // 2
-            sheet.paste(fitted, (left, top + LABEL_HEIGHT + (cell_h - fitted.height) // 2))
+        for left, width, tile in zip(lefts, widths, tiles, strict=True):
+            sheet.paste(tile, (left + (width - tile.width) // 2, top + LABEL_HEIGHT))
+        top += height
     out_path.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out_path)
     return out_path

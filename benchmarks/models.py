@@ -82,9 +82,9 @@ def parse_variants(text: str) -> dict[str, Path]:
 
 
 def default_variants(config: PipelineConfig) -> dict[str, Path]:
-    """The shipped model and every pushed version that exist."""
+    """The shipped model, then every pushed version, newest first (the first gets the sheets)."""
     variants = {"shipped": SHIPPED} if is_saved_model(SHIPPED) else {}
-    for path in pushed_versions(config):
+    for path in reversed(pushed_versions(config)):
         variants[f"pushed-v{path.name}"] = path
     return variants
 

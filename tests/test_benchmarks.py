@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from benchmarks import report, run
+from benchmarks.contact_sheet import BOX
 from benchmarks.examples import write_synthetic_split
 from benchmarks.models import parse_variants
 from tests.serving_fixtures import export_tiny_model
@@ -129,7 +130,7 @@ def test_model_latency_iou_per_set_and_contact_sheets(bench):
         with Image.open(sheet) as image:
             assert image.format == "PNG"
             # A header plus one row per worst photo (fewer photos than the quick limit).
-            assert image.height > PER_SET * 240 and image.width > 4 * 180
+            assert image.height > PER_SET * BOX[1] and image.width <= 4 * (BOX[0] + 6) + 6
 
 
 def test_markdown_quotes_every_section(bench):
