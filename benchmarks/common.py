@@ -27,12 +27,11 @@ def repo_path(path: str | os.PathLike) -> Path:
 
 
 def display_path(path: str | os.PathLike) -> str:
-    """Paths inside the repository are shown relative to it (results must not leak $HOME)."""
+    """Paths in and beside the repository are shown relative to it, as the README uses them."""
     path = Path(path).resolve()
-    try:
-        return str(path.relative_to(REPO))
-    except ValueError:
-        return str(path)
+    if path.is_relative_to(REPO.parent):
+        return os.path.relpath(path, REPO)
+    return str(path)
 
 
 def summary_ms(seconds: list[float]) -> dict[str, float]:

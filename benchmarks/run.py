@@ -150,7 +150,6 @@ def _run_one(name: str, runner: Callable[[], dict], quick: bool) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's INFO lines drown progress
     selected = _selected(args.only)
     parse_size(args.photo_size)
     budget = QUICK if args.quick else FULL
@@ -170,4 +169,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's INFO lines drown progress
     raise SystemExit(main())
