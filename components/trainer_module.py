@@ -53,7 +53,11 @@ def _build_or_warm_start(cfg: dict, base_model: str | None) -> keras.Model:
 
 
 def _backup_dir(cfg: dict) -> str:
-    """Checkpoints survive an interrupted run; a changed config starts afresh."""
+    """Checkpoints survive an interrupted run; a changed model or data starts afresh.
+
+    The epoch count is not part of the key: a run resumed with another count
+    trains on to the new total.
+    """
     keys = (
         "data_dirs",
         "image_height",
@@ -61,10 +65,11 @@ def _backup_dir(cfg: dict) -> str:
         "unet_filters",
         "unet_depth",
         "separable",
-        "epochs",
         "batch_size",
         "learning_rate",
         "synthetic_count",
+        "seed",
+        "warm_start",
     )
     digest = hashlib.sha256(json.dumps({k: cfg[k] for k in keys}).encode()).hexdigest()[:12]
     return os.path.join(cfg["pipeline_root"], "train_backup", digest)
