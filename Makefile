@@ -12,7 +12,7 @@ ARGS ?=
 OVERLAY ?= gpu
 SERVING_DIR ?= build/serving
 # The model shipped in the repository, served until the pipeline pushes one.
-SHIPPED_MODEL := models/bgremover
+SHIPPED_MODEL := models/bgremover/1
 
 .DEFAULT_GOAL := help
 .PHONY: help setup test test-fast lint format pipeline serve remove status kubeflow kubeflow-submit \
