@@ -140,7 +140,96 @@ def build_parser() -> argparse.ArgumentParser:
         "status", parents=[server], help="print the served model versions and their states"
     )
     status.set_defaults(run=run_status)
+    _add_rollout(commands)
     return parser
+
+
+ROLLOUT_EPILOG = """targets: --config-file PATH (a local file, which the server polls)
+         --configmap NAMESPACE/NAME [--key models.config] (through the kubernetes client)
+With --server the server reloads the config at once (HandleReloadConfigRequest)
+and set-canary waits for the new version to load before labelling it.
+
+exit status: 0 done (or nothing to do), 2 bad config, target or server answer.
+
+examples:
+  bgremove rollout show --config-file models.config
+  bgremove rollout set-canary 4 --stable 3 --config-file models.config --server localhost:8500
+  bgremove rollout promote --configmap bgremover/bgremover-models-config
+  bgremove rollout rollback --configmap bgremover/bgremover-models-config"""
+
+
+def _add_rollout(commands: argparse._SubParsersAction) -> None:
+    options = argparse.ArgumentParser(add_help=False)
+    where = options.add_argument_group("model config")
+    target = where.add_mutually_exclusive_group(required=True)
+    target.add_argument("--config-file", metavar="PATH", help="a local model config file")
+    target.add_argument("--configmap", metavar="NAMESPACE/NAME", help="a Kubernetes ConfigMap")
+    where.add_argument("--key", default="models.config", help="ConfigMap key (%(default)s)")
+    where.add_argument("--model", default=defaults.MODEL_NAME, help="model name (%(default)s)")
+    where.add_argument("--server", help="host:port to reload at once (default: let it poll)")
+    where.add_argument(
+        "--timeout", type=float, default=300.0, help="seconds to wait for a load (%(default)s)"
+    )
+    rollout = commands.add_parser(
+        "rollout",
+        help="move the stable/canary version labels in the model config",
+        description="Canary rollouts with TF Serving version labels: clients pick "
+        "ModelSpec.version_label stable or canary.",
+        epilog=ROLLOUT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = rollout.add_subparsers(dest="action", required=True, metavar="ACTION")
+    helps = {
+        "show": "print the version policy and labels",
+        "promote": "stable -> the canary's version (canary stays equal to it)",
+        "rollback": "canary -> back to the stable version",
+        "set-canary": "load VERSION beside stable, then label it canary",
+    }
+    for name, text in helps.items():
+        action = actions.add_parser(
+            name,
+            parents=[options],
+            help=text,
+            description=text,
+            epilog=ROLLOUT_EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        if name == "set-canary":
+            action.add_argument("version", type=int, metavar="VERSION")
+            action.add_argument(
+                "--stable",
+                type=int,
+                metavar="VERSION",
+                help="the version serving now, if the config has no stable label yet",
+            )
+        action.set_defaults(run=run_rollout)
+
+
+def run_rollout(args: argparse.Namespace) -> int:
+    from serving import rollout
+
+    target: rollout.ConfigTarget
+    if args.configmap is not None:
+        namespace, _, name = args.configmap.partition("/")
+        if not namespace or not name or "/" in name:
+            raise UsageError(f"--configmap takes NAMESPACE/NAME, got {args.configmap!r}")
+        target = rollout.ConfigMapTarget(namespace, name, args.key)
+    else:
+        target = rollout.FileTarget(args.config_file)
+    try:
+        rollout.run(
+            args.action,
+            target,
+            args.model,
+            version=getattr(args, "version", None),
+            stable=getattr(args, "stable", None),
+            server=args.server,
+            timeout=args.timeout,
+        )
+    except rollout.RolloutError as err:
+        print(f"bgremove: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:

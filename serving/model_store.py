@@ -17,7 +17,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -182,7 +182,7 @@ class ModelStore:
 
     def __init__(
         self,
-        serving_dir: str | os.PathLike,
+        serving_dir: str | os.PathLike | None,
         model_name: str = defaults.MODEL_NAME,
         *,
         max_versions: int = 1,
@@ -190,12 +190,16 @@ class ModelStore:
         fallback_model: str | os.PathLike | None = None,
         batching: BatchOptions | None = None,
         settle_seconds: float = 1.0,
+        base_path: str | os.PathLike | None = None,
     ) -> None:
         if max_versions < 1:
             raise ValueError("max_versions must be at least 1")
+        if base_path is None and serving_dir is None:
+            raise ValueError("give serving_dir or base_path")
         self.model_name = model_name
-        self._model_dir = Path(serving_dir) / model_name
-        self._max_versions = max_versions
+        self._model_dir = Path(base_path) if base_path else Path(serving_dir) / model_name
+        self._max_versions: int | None = max_versions  # None: every version
+        self._specific: frozenset[int] | None = None  # a specific-versions policy
         self._labels = dict(labels or {})
         self._fallback = Path(fallback_model) if fallback_model else None
         self._batching = batching
@@ -217,12 +221,13 @@ class ModelStore:
                 f"this server serves model {self.model_name!r}",
             )
         if label:
-            if label not in self._labels:
+            labels = self._labels  # replaced by a reload, never mutated: read once
+            if label not in labels:
                 raise ServingError(
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"Unrecognized servable version label: {label}",
                 )
-            version = self._labels[label]
+            version = labels[label]
         served = self._served
         if version is None:
             if not served:
@@ -249,12 +254,13 @@ class ModelStore:
                 grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {name}"
             )
         if label:
-            if label not in self._labels:
+            labels = self._labels  # replaced by a reload, never mutated: read once
+            if label not in labels:
                 raise ServingError(
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"Unrecognized servable version label: {label}",
                 )
-            version = self._labels[label]
+            version = labels[label]
         if version is None:
             return [known[v] for v in sorted(known, reverse=True)]
         if version not in known:
@@ -265,6 +271,38 @@ class ModelStore:
 
     def served_versions(self) -> list[int]:
         return sorted(self._served)
+
+    @property
+    def model_dir(self) -> Path:
+        return self._model_dir
+
+    def labels(self) -> dict[str, int]:
+        return dict(self._labels)
+
+    def apply_policy(
+        self,
+        labels: Mapping[str, int],
+        specific: Collection[int] | None = None,
+        max_versions: int | None = 1,
+    ) -> None:
+        """Version labels and policy of a reloaded model config, checked like TF Serving.
+
+        A label may name a version that is not loaded only if the label is new or
+        keeps its version (TF Serving with --allow_version_labels_for_unavailable_models),
+        so moving ``stable`` or ``canary`` never points requests at nothing.  Labels
+        change at once; the next poll loads and unloads versions for the policy.
+        """
+        served = self._served
+        for label, version in labels.items():
+            if version not in served and self._labels.get(label, version) != version:
+                raise ServingError(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"Request to assign label to version {version} of model "
+                    f"{self.model_name}, which is not currently available for inference",
+                )
+        self._labels = dict(labels)
+        self._specific = frozenset(specific) if specific is not None else None
+        self._max_versions = max_versions
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -314,6 +352,9 @@ class ModelStore:
         return found
 
     def _wanted(self, candidates: dict[int, Path]) -> dict[int, Path]:
+        specific = self._specific
+        if specific is not None:
+            return {v: path for v, path in candidates.items() if v in specific}
         newest = sorted(candidates, reverse=True)[: self._max_versions]
         return {version: candidates[version] for version in newest}
 

@@ -1,11 +1,18 @@
 """A TensorFlow-Serving-compatible gRPC server for laptops and CI.
 
 It speaks TF Serving's own API (``PredictionService.Predict`` and
-``GetModelMetadata``, ``ModelService.GetModelStatus`` and the standard gRPC
-health service) over the official ``tensorflow_serving.apis`` messages, so the
-client and CLI work unchanged against it or the official TF Serving image.
+``GetModelMetadata``, ``ModelService.GetModelStatus`` and
+``HandleReloadConfigRequest``, and the standard gRPC health service) over the
+official ``tensorflow_serving.apis`` messages, so the client and CLI work
+unchanged against it or the official TF Serving image.
 
     python -m serving.server --serving-dir build/serving --model-name bgremover --port 8500
+    python -m serving.server --model-config-file models.config \
+        --model-config-file-poll-wait-seconds 5
+
+A model config file (TF Serving's ModelServerConfig text format) names one model,
+its base_path, version policy and version labels; policy and labels are re-read
+while running, from the file or a HandleReloadConfigRequest.
 """
 
 from __future__ import annotations
@@ -16,19 +23,24 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
+from google.protobuf import text_format
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
+    model_management_pb2,
     model_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
 )
+from tensorflow_serving.config import model_server_config_pb2
 
 from serving import defaults, tensor_io
 from serving.model_store import BatchOptions, ModelStore, ServedModel, ServingError
@@ -40,6 +52,53 @@ PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
 MODEL_SERVICE = "tensorflow.serving.ModelService"
 # Like TF Serving (INT32_MAX): full-resolution photos exceed gRPC's 4 MB default.
 MAX_MESSAGE_BYTES = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """The one model a local server serves, as a ModelServerConfig describes it."""
+
+    name: str
+    base_path: str
+    labels: dict[str, int]
+    specific: frozenset[int] | None  # a specific-versions policy, else None
+    max_versions: int | None  # newest N (latest policy); None: all versions
+
+
+def read_model_config(path: str | os.PathLike) -> model_server_config_pb2.ModelServerConfig:
+    """A --model-config-file, parsed like TF Serving does (text format)."""
+    try:
+        return text_format.Parse(
+            Path(path).read_text(), model_server_config_pb2.ModelServerConfig()
+        )
+    except (OSError, text_format.ParseError) as error:
+        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"{path}: {error}") from None
+
+
+def model_settings(config: model_server_config_pb2.ModelServerConfig) -> ModelSettings:
+    """Checks that ``config`` lists exactly one TensorFlow model; its policy and labels."""
+    models = config.model_config_list.config
+    if config.WhichOneof("config") != "model_config_list" or len(models) != 1:
+        raise ServingError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "the local server serves one model: give a model_config_list with one config",
+        )
+    model = models[0]
+    if not model.name or not model.base_path:
+        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "the model needs name and base_path")
+    if model.model_platform not in ("", "tensorflow"):
+        raise ServingError(
+            grpc.StatusCode.INVALID_ARGUMENT, f"unsupported platform {model.model_platform!r}"
+        )
+    policy = model.model_version_policy
+    choice = policy.WhichOneof("policy_choice")
+    return ModelSettings(
+        name=model.name,
+        base_path=model.base_path,
+        labels=dict(model.version_labels),
+        specific=frozenset(policy.specific.versions) if choice == "specific" else None,
+        max_versions=None if choice == "all" else (policy.latest.num_versions or 1),
+    )
 
 
 def _version_choice(spec: model_pb2.ModelSpec) -> tuple[int | None, str]:
@@ -105,10 +164,26 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
-    """GetModelStatus (HandleReloadConfigRequest stays UNIMPLEMENTED)."""
+    """GetModelStatus and HandleReloadConfigRequest (version policy and labels)."""
 
-    def __init__(self, store: ModelStore) -> None:
+    def __init__(
+        self,
+        store: ModelStore,
+        reload: Callable[[model_server_config_pb2.ModelServerConfig], None],
+    ) -> None:
         self._store = store
+        self._reload = reload
+
+    def HandleReloadConfigRequest(
+        self, request: model_management_pb2.ReloadConfigRequest, context: grpc.ServicerContext
+    ):
+        try:
+            self._reload(request.config)
+        except ServingError as error:
+            context.abort(error.code, error.message)
+        response = model_management_pb2.ReloadConfigResponse()
+        response.status.SetInParent()  # OK, as TF Serving answers
+        return response
 
     def GetModelStatus(
         self, request: get_model_status_pb2.GetModelStatusRequest, context: grpc.ServicerContext
@@ -133,7 +208,7 @@ class LocalServer:
 
     def __init__(
         self,
-        serving_dir: str | os.PathLike,
+        serving_dir: str | os.PathLike | None,
         model_name: str = defaults.MODEL_NAME,
         *,
         host: str = "127.0.0.1",
@@ -147,10 +222,20 @@ class LocalServer:
         fallback_model: str | os.PathLike | None = None,
         max_workers: int = 16,
         settle_seconds: float = 1.0,
+        model_config_file: str | os.PathLike | None = None,
+        config_poll_seconds: float = 0.0,
     ) -> None:
         batching = (
             BatchOptions(max_batch_size, batch_timeout_ms / 1000.0) if enable_batching else None
         )
+        settings = None
+        self._config: model_server_config_pb2.ModelServerConfig | None = None
+        if model_config_file is not None:
+            if labels:
+                raise ValueError("give version labels in the model config file, not as labels")
+            self._config = read_model_config(model_config_file)
+            settings = model_settings(self._config)
+            model_name = settings.name
         self.store = ModelStore(
             serving_dir,
             model_name,
@@ -159,7 +244,13 @@ class LocalServer:
             fallback_model=fallback_model,
             batching=batching,
             settle_seconds=settle_seconds,
+            base_path=settings.base_path if settings else None,
         )
+        if settings is not None:  # nothing is loaded yet: every label is new and accepted
+            self.store.apply_policy(settings.labels, settings.specific, settings.max_versions)
+        self._config_file = model_config_file
+        self._config_poll_seconds = config_poll_seconds
+        self._config_poller: threading.Thread | None = None
         self.host = host
         self.port = port
         self._poll_seconds = poll_seconds
@@ -185,7 +276,9 @@ class LocalServer:
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
             PredictionServicer(self.store), server
         )
-        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(self.store), server)
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+            ModelServicer(self.store, self.apply_config), server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         self.port = server.add_insecure_port(f"{self.host}:{self.port}")
         if self.port == 0:
@@ -195,6 +288,11 @@ class LocalServer:
         server.start()
         self._poller = threading.Thread(target=self._poll_loop, name="version-poller", daemon=True)
         self._poller.start()
+        if self._config_file is not None and self._config_poll_seconds > 0:
+            self._config_poller = threading.Thread(
+                target=self._config_loop, name="config-poller", daemon=True
+            )
+            self._config_poller.start()
         log.info("serving model %s on %s", self.store.model_name, self.address)
         return self.port
 
@@ -216,6 +314,8 @@ class LocalServer:
         self._stopping.set()
         if self._poller is not None:
             self._poller.join(timeout=grace)
+        if self._config_poller is not None:
+            self._config_poller.join(timeout=grace)
         if self._poller is None or not self._poller.is_alive():  # else a slow load: skip
             self.store.close()
         self._server = None
@@ -227,6 +327,36 @@ class LocalServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+    def apply_config(self, config: model_server_config_pb2.ModelServerConfig) -> None:
+        """Applies a reloaded config's version policy and labels; ServingError if refused."""
+        settings = model_settings(config)
+        if settings.name != self.store.model_name or Path(settings.base_path) != (
+            self.store.model_dir
+        ):
+            raise ServingError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"the local server serves {self.store.model_name!r} from {self.store.model_dir}; "
+                "restart it to serve another model name or base_path",
+            )
+        self.store.apply_policy(settings.labels, settings.specific, settings.max_versions)
+        log.info(
+            "model config applied: labels %s, versions %s",
+            settings.labels,
+            sorted(settings.specific) if settings.specific is not None else "newest",
+        )
+
+    def _config_loop(self) -> None:
+        """Re-reads the model config file; applies it when it changed or was refused before."""
+        applied = self._config
+        while not self._stopping.wait(self._config_poll_seconds):
+            try:
+                config = read_model_config(self._config_file)
+                if config != applied:
+                    self.apply_config(config)
+                    applied = config
+            except ServingError as error:
+                log.error("model config %s not applied: %s", self._config_file, error.message)
 
     def _poll_loop(self) -> None:
         while not self._stopping.is_set():
@@ -260,7 +390,17 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--serving-dir", required=True, help="holds <model-name>/<version>/")
+    parser.add_argument("--serving-dir", help="holds <model-name>/<version>/")
+    parser.add_argument(
+        "--model-config-file",
+        help="TF Serving ModelServerConfig (text): model name, base_path, policy, labels",
+    )
+    parser.add_argument(
+        "--model-config-file-poll-wait-seconds",
+        type=float,
+        default=0.0,
+        help="re-read the model config file this often (0: only at start)",
+    )
     parser.add_argument("--model-name", default=defaults.MODEL_NAME)
     parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to accept remote clients")
     parser.add_argument("--port", type=int, default=int(defaults.SERVER_ADDRESS.rsplit(":", 1)[1]))
@@ -284,10 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    server = LocalServer(
+def _server_from(args: argparse.Namespace) -> LocalServer:
+    return LocalServer(
         args.serving_dir,
         args.model_name,
         host=args.host,
@@ -301,7 +439,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         fallback_model=args.fallback_model,
         max_workers=args.max_workers,
         settle_seconds=args.settle_seconds,
+        model_config_file=args.model_config_file,
+        config_poll_seconds=args.model_config_file_poll_wait_seconds,
     )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if (args.serving_dir is None) == (args.model_config_file is None):
+        parser.error("give --serving-dir or --model-config-file (which names the base_path)")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        server = _server_from(args)
+    except (ServingError, ValueError) as error:
+        parser.error(str(error))
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
