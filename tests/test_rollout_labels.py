@@ -1,0 +1,256 @@
+"""Canary rollouts with version labels: config edits, and the real local server over gRPC."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from google.protobuf import text_format
+from kubernetes import client as k8s
+from tensorflow_serving.config import model_server_config_pb2
+
+from serving import cli, defaults, rollout
+from serving.client import BackgroundRemover
+from tests.serving_fixtures import export_tiny_model, publish_version, start_local_server
+
+REPO = Path(__file__).resolve().parents[1]
+NAME = defaults.MODEL_NAME
+LATEST_CONFIG = """# Served by TF Serving.
+# Kept on top by bgremove rollout.
+model_config_list {
+  config {
+    name: "bgremover"
+    base_path: "BASE"
+    model_platform: "tensorflow"
+    model_version_policy { latest { num_versions: 1 } }
+  }
+}
+"""
+
+
+def official(path: Path) -> model_server_config_pb2.ModelConfig:
+    """The file as TF Serving's own parser reads it."""
+    config = text_format.Parse(path.read_text(), model_server_config_pb2.ModelServerConfig())
+    [model] = config.model_config_list.config
+    return model
+
+
+def policy(path: Path) -> tuple[list[int], dict[str, int]]:
+    model = official(path)
+    return sorted(model.model_version_policy.specific.versions), dict(model.version_labels)
+
+
+def bgremove(*args: str) -> int:
+    return cli.main(["rollout", *args])
+
+
+def test_file_edits_parse_as_tf_serving_config(tmp_path, capsys):
+    path = tmp_path / "models.config"
+    path.write_text(LATEST_CONFIG.replace("BASE", "/models/bgremover"))
+    target = ["--config-file", str(path)]
+
+    assert bgremove("set-canary", "4", *target) == 2
+    assert "no stable label yet: give --stable VERSION" in capsys.readouterr().err
+    assert bgremove("set-canary", "4", "--stable", "3", *target) == 0
+    assert policy(path) == ([3, 4], {"stable": 3})  # listed first, not labelled yet
+    assert "run the same command again" in capsys.readouterr().out
+    assert bgremove("set-canary", "4", *target) == 0
+    assert policy(path) == ([3, 4], {"stable": 3, "canary": 4})
+    assert path.read_text().startswith("# Served by TF Serving.\n# Kept on top")
+    assert official(path).base_path == "/models/bgremover"
+
+    assert bgremove("promote", *target) == 0
+    assert policy(path) == ([4], {"stable": 4, "canary": 4})
+    assert bgremove("promote", *target) == 0  # nothing left to do
+    assert "both version 4 already" in capsys.readouterr().out
+
+    assert bgremove("set-canary", "5", *target) == 0
+    assert bgremove("set-canary", "5", *target) == 0
+    assert policy(path) == ([4, 5], {"stable": 4, "canary": 5})
+    assert bgremove("rollback", *target) == 0
+    assert policy(path) == ([4], {"stable": 4, "canary": 4})
+
+    assert bgremove("show", *target) == 0
+    shown = capsys.readouterr().out
+    assert "versions: specific 4" in shown and "canary: version 4" in shown
+
+
+def test_bad_configs_and_targets_are_one_line_errors(tmp_path, capsys):
+    path = tmp_path / "models.config"
+    text = LATEST_CONFIG.replace("BASE", "/m").replace(
+        'model_platform: "tensorflow"', 'model_platform: "tensorflow"\n    logging_config {}'
+    )
+    path.write_text(text)
+    assert bgremove("promote", "--config-file", str(path)) == 2
+    assert "edit other settings by hand" in capsys.readouterr().err
+    assert path.read_text() == text  # nothing dropped
+
+    path.write_text(LATEST_CONFIG.replace("BASE", "/m"))
+    assert bgremove("promote", "--config-file", str(path)) == 2
+    assert "needs both a stable and a canary label" in capsys.readouterr().err
+    assert bgremove("show", "--config-file", str(path), "--model", "other") == 2
+    assert "no model 'other' (models: 'bgremover')" in capsys.readouterr().err
+    assert bgremove("show", "--config-file", str(tmp_path / "missing")) == 2
+    assert "cannot read" in capsys.readouterr().err
+    assert bgremove("show", "--configmap", "no-slash") == 2
+    assert "NAMESPACE/NAME" in capsys.readouterr().err
+
+
+class FakeCoreV1Api:
+    """The two ConfigMap calls of ``kubernetes.client.CoreV1Api``, answered from memory
+    with the API server's rules: data keys merge, a stale resourceVersion is a 409."""
+
+    def __init__(self, data: dict[str, str]) -> None:
+        self.configmap = k8s.V1ConfigMap(
+            metadata=k8s.V1ObjectMeta(name="cfg", namespace="ns", resource_version="1"),
+            data=dict(data),
+        )
+
+    def read_namespaced_config_map(self, name: str, namespace: str) -> k8s.V1ConfigMap:
+        if (namespace, name) != ("ns", "cfg"):
+            raise k8s.ApiException(status=404, reason="Not Found")
+        return k8s.V1ConfigMap(metadata=self.configmap.metadata, data=dict(self.configmap.data))
+
+    def patch_namespaced_config_map(self, name: str, namespace: str, body: dict):
+        current = self.configmap.metadata.resource_version
+        if body["metadata"]["resourceVersion"] != current:
+            raise k8s.ApiException(status=409, reason="Conflict")
+        self.configmap.data.update(body["data"])
+        self.configmap.metadata = k8s.V1ObjectMeta(
+            name=name, namespace=namespace, resource_version=str(int(current) + 1)
+        )
+        return self.configmap
+
+
+def test_configmap_key_is_edited_with_optimistic_locking():
+    text = LATEST_CONFIG.replace("BASE", "/models/bgremover")
+    api = FakeCoreV1Api({"models.config": text, "other": "kept"})
+    target = rollout.ConfigMapTarget("ns", "cfg", "models.config", api=api)
+    rollout.run("set-canary", target, NAME, version=2, stable=1, echo=lambda _: None)
+    edited = text_format.Parse(
+        api.configmap.data["models.config"], model_server_config_pb2.ModelServerConfig()
+    )
+    assert list(edited.model_config_list.config[0].model_version_policy.specific.versions) == [
+        1,
+        2,
+    ]
+    assert api.configmap.data["other"] == "kept"
+
+    stale = rollout.ConfigMapTarget("ns", "cfg", "models.config", api=api)
+    stale.read()
+    rollout.run("set-canary", target, NAME, version=2, echo=lambda _: None)  # someone else
+    with pytest.raises(rollout.RolloutError, match="changed while it was being edited"):
+        stale.write("model_config_list {}")
+    with pytest.raises(rollout.RolloutError, match="no such key .*keys: models.config, other"):
+        rollout.ConfigMapTarget("ns", "cfg", "wrong", api=api).read()
+    with pytest.raises(rollout.RolloutError, match="cannot read .*404 Not Found"):
+        rollout.ConfigMapTarget("ns", "nope", "models.config", api=api).read()
+
+
+# ---------------------------------------------------------------- the real local server
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)
+
+
+def served_version(address: str, label: str) -> int:
+    """The version that answers a request naming ``label`` (from the response's ModelSpec)."""
+    with BackgroundRemover(address, NAME, label=label, timeout=10.0) as remover:
+        return remover.metadata()["version"]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    return export_tiny_model(tmp_path_factory.mktemp("export"), NAME, 1)
+
+
+def test_labels_follow_promote_and_rollback_on_the_local_server(tiny_model, tmp_path, capsys):
+    serving_dir = tmp_path / "serving"
+    for version in (1, 2):
+        publish_version(tiny_model, serving_dir, NAME, version)
+    path = tmp_path / "models.config"
+    path.write_text(
+        f'model_config_list {{ config {{ name: "{NAME}" base_path: "{serving_dir / NAME}"\n'
+        "  model_version_policy { specific { versions: 1 versions: 2 } }\n"
+        '  version_labels { key: "stable" value: 1 }\n'
+        '  version_labels { key: "canary" value: 2 } } }\n'
+    )
+    server = start_local_server(None, model_config_file=path)
+    try:
+        wait_for(lambda: server.store.served_versions() == [1, 2])
+        address = server.address
+        assert served_version(address, "stable") == 1
+        assert served_version(address, "canary") == 2
+        target = ["--config-file", str(path), "--server", address]
+
+        assert bgremove("promote", *target) == 0
+        assert served_version(address, "stable") == 2  # at once: reloaded over gRPC
+        wait_for(lambda: server.store.served_versions() == [2])  # 1 is unlisted, unloaded
+
+        publish_version(tiny_model, serving_dir, NAME, 3)
+        assert bgremove("set-canary", "3", *target) == 0  # lists 3, waits for it, labels it
+        assert served_version(address, "canary") == 3
+        assert served_version(address, "stable") == 2
+        assert policy(path) == ([2, 3], {"stable": 2, "canary": 3})
+
+        assert bgremove("rollback", *target) == 0
+        assert served_version(address, "canary") == 2
+        wait_for(lambda: server.store.served_versions() == [2])
+        capsys.readouterr()
+
+        # TF Serving's rule: a label moves only to a version that is loaded.
+        config = rollout.parse_config(path.read_text(), str(path))
+        model = rollout.find_model(config, NAME)
+        model.version_labels["canary"] = 3
+        model.model_version_policy.specific.versions.append(3)
+        with pytest.raises(rollout.RolloutError, match="version 3 .*not currently available"):
+            rollout.reload_server(address, config)
+        assert served_version(address, "canary") == 2
+    finally:
+        server.stop(grace=0)
+
+
+def test_server_polls_the_config_file(tiny_model, tmp_path):
+    serving_dir = tmp_path / "serving"
+    for version in (1, 2):
+        publish_version(tiny_model, serving_dir, NAME, version)
+    path = tmp_path / "models.config"
+    path.write_text(
+        f'model_config_list {{ config {{ name: "{NAME}" base_path: "{serving_dir / NAME}"\n'
+        "  model_version_policy { specific { versions: 1 versions: 2 } }\n"
+        '  version_labels { key: "stable" value: 1 }\n'
+        '  version_labels { key: "canary" value: 2 } } }\n'
+    )
+    server = start_local_server(None, model_config_file=path, config_poll_seconds=0.2)
+    try:
+        wait_for(lambda: server.store.served_versions() == [1, 2])
+        assert cli.main(["rollout", "promote", "--config-file", str(path)]) == 0  # no --server
+        wait_for(lambda: served_version(server.address, "stable") == 2, timeout=10)
+        wait_for(lambda: server.store.served_versions() == [2])
+    finally:
+        server.stop(grace=0)
+
+
+def test_rollout_imports_no_tensorflow(tmp_path):
+    path = tmp_path / "models.config"
+    path.write_text(LATEST_CONFIG.replace("BASE", "/m"))
+    code = (
+        "import sys\nfrom serving import cli\n"
+        "code = cli.main(['rollout', 'set-canary', '2', '--stable', '1', "
+        f"'--config-file', {str(path)!r}])\n"
+        "print(code, sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('tensorflow', 'tensorflow_serving', 'keras')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "0 []"
