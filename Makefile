@@ -11,6 +11,7 @@ CONFIG ?=
 ARGS ?=
 OVERLAY ?= gpu
 SERVING_DIR ?= build/serving
+PIPELINE_ROOT ?= build/pipeline_root
 # The model shipped in the repository, served until the pipeline pushes one.
 SHIPPED_MODEL := models/bgremover/1
 
@@ -61,7 +62,7 @@ k8s: ## render the Kubernetes overlays into build/k8s/
 	$(PY) -m tests.k8s_render build/k8s
 
 deploy: k8s ## apply an overlay to the current cluster (OVERLAY=gpu|cpu)
-	kubectl apply -f build/k8s/$(OVERLAY).yaml
+	$(RUN) kubectl apply -f build/k8s/$(OVERLAY).yaml
 
 bench: ## benchmarks; results land in build/bench/
 	$(PY) -m benchmarks.run $(ARGS)
@@ -77,7 +78,7 @@ protos: ## regenerate the lean client's protobuf modules
 	$(PY) -m serving.protos.generate
 
 tensorboard: ## watch training curves of the local pipeline runs
-	$(RUN) tensorboard --logdir build/pipeline_root/Trainer --bind_all
+	$(RUN) tensorboard --logdir $(PIPELINE_ROOT)/Trainer --bind_all
 
 clean: ## remove build outputs (not the cached environment)
 	rm -rf build .pytest_cache .ruff_cache

@@ -65,19 +65,43 @@ def augment(image: tf.Tensor, mask: tf.Tensor, height: int, width: int):
     return tf.clip_by_value(image, 0.0, 1.0), mask
 
 
+def _in_validation(percent: int):
+    """A stable slice of the train split by a hash of the id: model selection
+    must not see the eval split that the IoU gate judges on."""
+
+    def pick(serialized):
+        example_id = tf.io.parse_single_example(serialized, {pp.ID_KEY: pp.FEATURE_SPEC[pp.ID_KEY]})
+        return tf.strings.to_hash_bucket_fast(example_id[pp.ID_KEY], 100) < percent
+
+    return pick
+
+
 def train_dataset(
-    files: list[str], height: int, width: int, batch_size: int, augmented: bool = True
+    files: list[str],
+    height: int,
+    width: int,
+    batch_size: int,
+    augmented: bool = True,
+    validation_percent: int = 0,
 ) -> tf.data.Dataset:
     factor = _MARGIN if augmented else 1.0
-    ds = _records(files).map(_decode(height, width, factor), num_parallel_calls=_AUTOTUNE).cache()
+    pick = _in_validation(validation_percent)
+    ds = _records(files).filter(lambda s: tf.logical_not(pick(s)))
+    ds = ds.map(_decode(height, width, factor), num_parallel_calls=_AUTOTUNE).cache()
     ds = ds.shuffle(512, reshuffle_each_iteration=True)
     if augmented:
         ds = ds.map(lambda i, m: augment(i, m, height, width), num_parallel_calls=_AUTOTUNE)
     return ds.batch(batch_size).prefetch(_AUTOTUNE)
 
 
-def eval_dataset(files: list[str], height: int, width: int, batch_size: int) -> tf.data.Dataset:
-    ds = _records(files).map(_decode(height, width, 1.0), num_parallel_calls=_AUTOTUNE).cache()
+def eval_dataset(
+    files: list[str], height: int, width: int, batch_size: int, validation_percent: int = 0
+) -> tf.data.Dataset:
+    """All of ``files``, or with validation_percent only train's validation slice."""
+    ds = _records(files)
+    if validation_percent:
+        ds = ds.filter(_in_validation(validation_percent))
+    ds = ds.map(_decode(height, width, 1.0), num_parallel_calls=_AUTOTUNE).cache()
     return ds.batch(batch_size).prefetch(_AUTOTUNE)
 
 

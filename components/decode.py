@@ -85,12 +85,16 @@ def binarize_mask(mask: Image.Image) -> np.ndarray:
         return np.asarray(mask, dtype=bool)
     if mask.mode in ("L", "I", "I;16") and np.asarray(mask).max() == 1:
         return np.asarray(mask) == 1
+    if mask.mode == "P" and np.asarray(mask).max() == 1 and "transparency" not in mask.info:
+        return np.asarray(mask) == 1  # palette index 1 is the person (VOC style)
     if mask.mode in ("P", "PA"):
         mask = mask.convert("RGBA")
     if "A" in mask.getbands():
         alpha = np.asarray(mask.getchannel("A"))
         if alpha.min() != alpha.max():
             return alpha > 127
+    if mask.mode in ("RGB", "RGBA"):  # a red person on black is dark in luminance
+        return np.asarray(mask.convert("RGB")).max(axis=-1) > 127
     return np.asarray(mask.convert("L")) > 127
 
 

@@ -212,7 +212,7 @@ def assign_splits(
     taken = 0
     for group in groups[:-1]:
         if eval_groups and abs(taken + sizes[group] - target) > abs(taken - target):
-            break
+            continue  # too big to fit: a smaller group further on may
         eval_groups.add(group)
         taken += sizes[group]
     return {group: EVAL if group in eval_groups else TRAIN for group in groups}

@@ -70,6 +70,10 @@ def _backup_dir(cfg: dict) -> str:
         "synthetic_count",
         "seed",
         "warm_start",
+        "foreground_weight",
+        "dice_weight",
+        "augment",
+        "validation_fraction",
     )
     digest = hashlib.sha256(json.dumps({k: cfg[k] for k in keys}).encode()).hexdigest()[:12]
     return os.path.join(cfg["pipeline_root"], "train_backup", digest)
@@ -79,8 +83,11 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     cfg = _settings(fn_args)
     keras.utils.set_random_seed(cfg["seed"])
     height, width, batch = cfg["image_height"], cfg["image_width"], cfg["batch_size"]
-    train = dataset.train_dataset(fn_args.train_files, height, width, batch, cfg["augment"])
-    evaluation = dataset.eval_dataset(fn_args.eval_files, height, width, batch)
+    percent = round(100 * cfg["validation_fraction"])
+    train = dataset.train_dataset(
+        fn_args.train_files, height, width, batch, cfg["augment"], percent
+    )
+    evaluation = dataset.eval_dataset(fn_args.train_files, height, width, batch, percent)
 
     weight = cfg["foreground_weight"]
     if weight <= 0:

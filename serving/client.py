@@ -197,12 +197,19 @@ class BackgroundRemover:
             attempt += 1
 
     def _readable(self, code: grpc.StatusCode, details: str) -> BackgroundRemoverError:
-        if code == grpc.StatusCode.UNAVAILABLE:
+        if code == grpc.StatusCode.UNAVAILABLE and _is_connection_failure(details):
             return ServerUnavailable(
                 f"cannot reach the model server at {self.address}: is it running? "
                 "Start one with `make serve` (or point --server/BGREMOVE_SERVER elsewhere)"
             )
-        if code == grpc.StatusCode.NOT_FOUND:
+        if code == grpc.StatusCode.UNAVAILABLE:
+            return ServerUnavailable(
+                f"the model server at {self.address} cannot serve {self._describe_model()} "
+                f"yet: {details} (run `make pipeline` to push a model)"
+            )
+        if code == grpc.StatusCode.NOT_FOUND or (
+            code == grpc.StatusCode.INVALID_ARGUMENT and "version label" in details
+        ):
             return ModelNotFound(
                 f"{self._describe_model()} is not served at {self.address}: {details}"
             )
@@ -292,6 +299,21 @@ class BackgroundRemover:
                 for name, sig in signatures.signature_def.items()
             },
         }
+
+
+def _is_connection_failure(details: str) -> bool:
+    """gRPC's own words when nothing answers, as opposed to a server's UNAVAILABLE."""
+    words = (
+        "failed to connect",
+        "connection refused",
+        "connect failed",
+        "dns resolution",
+        "name resolution",
+        "socket closed",
+        "no route",
+        "connection reset",
+    )
+    return not details or any(w in details.lower() for w in words)
 
 
 def _tensor_info(info: get_model_metadata_pb2.TensorInfo) -> dict[str, Any]:

@@ -280,9 +280,13 @@ class LocalServer:
             ModelServicer(self.store, self.apply_config), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        self.port = server.add_insecure_port(f"{self.host}:{self.port}")
-        if self.port == 0:
-            raise OSError(f"could not bind {self.host}")
+        try:
+            self.port = server.add_insecure_port(f"{self.host}:{self.port}")
+        except RuntimeError as e:
+            raise OSError(
+                f"cannot listen on {self.host}:{self.port}: in use (another `make serve`?); "
+                "choose another with --port"
+            ) from e
         self._server = server
         self._set_health()
         server.start()

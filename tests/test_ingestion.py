@@ -407,6 +407,12 @@ def test_binarize_mask_modes():
     np.testing.assert_array_equal(binarize_mask(Image.fromarray(cutout, "RGBA")), shape)
     la = Image.fromarray(np.stack([np.full((H, W), 255, np.uint8), _mask()], -1), "LA")
     np.testing.assert_array_equal(binarize_mask(la), shape)
+    red = np.zeros((H, W, 3), np.uint8)
+    red[shape] = (200, 0, 0)  # luminance 60: dark, yet the person
+    np.testing.assert_array_equal(binarize_mask(Image.fromarray(red, "RGB")), shape)
+    voc = Image.fromarray(shape.astype(np.uint8), "P")
+    voc.putpalette([0, 0, 0, 128, 0, 0] + [0] * 762)  # index 1 = dark red
+    np.testing.assert_array_equal(binarize_mask(voc), shape)
     indices = Image.fromarray(shape.astype(np.uint8), "L")  # class indices 0/1
     np.testing.assert_array_equal(binarize_mask(indices), shape)
     np.testing.assert_array_equal(

@@ -263,6 +263,7 @@ def test_batching_and_monitoring_are_configured_by_files(rendered, overlay):
     f = flags(objects)
     assert f["enable_batching"] == "true"
     assert int(f["model_config_file_poll_wait_seconds"]) > 0
+    assert f["allow_version_labels_for_unavailable_models"] == "true"
     assert int(f["file_system_poll_wait_seconds"]) > 0
     batching = text_format.Parse(
         mounted_file(objects, f["batching_parameters_file"]),

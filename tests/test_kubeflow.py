@@ -6,6 +6,7 @@ from pathlib import Path
 from tfx_pipeline import config as config_lib
 from tfx_pipeline.kubeflow_runner import compile_pipeline
 
+REPO = Path(__file__).resolve().parents[1]
 EXPECTED = {
     "ImageExampleGen",
     "StatisticsGen",
@@ -21,7 +22,7 @@ EXPECTED = {
 
 def test_compiled_spec_has_every_component_with_the_image(tmp_path):
     config = config_lib.load(
-        "configs/kubeflow.toml", image="registry.example/bgremover-pipeline:test"
+        REPO / "configs" / "kubeflow.toml", image="registry.example/bgremover-pipeline:test"
     )
     path = compile_pipeline(config, str(tmp_path / "pipeline.json"), data_version="v1")
     spec = json.loads(Path(path).read_text())
@@ -60,3 +61,13 @@ def test_submit_to_unreachable_endpoint_is_one_line(monkeypatch, capsys, tmp_pat
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: could not submit to Kubeflow Pipelines at http://127.0.0.1:9")
     assert len(err.splitlines()) == 1
+
+
+def test_make_kubeflow_keeps_object_store_paths(tmp_path):
+    from tfx_pipeline import kubeflow_runner
+
+    out = tmp_path / "pipeline.json"
+    argv = ["--config", str(REPO / "configs" / "kubeflow.toml"), "--output", str(out)]
+    assert kubeflow_runner.main(argv) == 0
+    text = out.read_text()
+    assert "gs://YOUR_BUCKET/data/tiktok" in text and "gs:/YOUR_BUCKET" not in text

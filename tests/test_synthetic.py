@@ -7,7 +7,6 @@ import hashlib
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -60,10 +59,8 @@ def test_same_seed_same_files_other_seed_other_files(tmp_path):
     assert _digest(tmp_path / "a") != _digest(tmp_path / "c")
 
 
-def test_fast_and_every_pair_ingestible(tmp_path):
-    start = time.perf_counter()
+def test_every_pair_ingestible(tmp_path):
     generate(tmp_path, 120, seed=0, size=(160, 128))
-    assert time.perf_counter() - start < 5.0  # ~1 s on an idle laptop core
     listing = pairs.list_pairs([str(tmp_path)], r"^(.+)_\d+$")
     assert len(listing.pairs) == 120 and not listing.skipped
     split = pairs.assign_splits(listing.pairs, 0.2, r"^(.+)_\d+$")

@@ -12,7 +12,6 @@ import json
 import os
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from serving import defaults
 
@@ -60,6 +59,9 @@ class PipelineConfig:
     foreground_weight: float = 0.0  # 0: derived from the data's foreground fraction
     dice_weight: float = 1.0
     augment: bool = True
+    # Share of the train split held out to pick the best epoch; the eval split
+    # stays unseen until the IoU gate.
+    validation_fraction: float = 0.1
     warm_start: bool = False
     seed: int = 0
 
@@ -83,12 +85,31 @@ class PipelineConfig:
     def metadata_sqlite(self) -> str:
         return self.metadata_path or os.path.join(self.pipeline_root, "metadata.sqlite")
 
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> PipelineConfig:
-        return cls(**json.loads(text))
+    def trainer_json(self) -> str:
+        """What the Trainer reads: changing the gate or the serving side does not retrain."""
+        keys = (
+            "data_dirs",
+            "synthetic_count",
+            "pipeline_root",
+            "image_height",
+            "image_width",
+            "unet_filters",
+            "unet_depth",
+            "separable",
+            "epochs",
+            "steps_per_epoch",
+            "batch_size",
+            "learning_rate",
+            "foreground_weight",
+            "dice_weight",
+            "augment",
+            "validation_fraction",
+            "warm_start",
+            "seed",
+            "threshold",
+        )
+        settings = dataclasses.asdict(self)
+        return json.dumps({k: settings[k] for k in keys}, sort_keys=True)
 
 
 def _fields() -> dict[str, dataclasses.Field]:
@@ -133,8 +154,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def from_args(args: argparse.Namespace) -> PipelineConfig:
     overrides = {name: getattr(args, name, None) for name in _fields()}
     config = load(args.config, **overrides)
-    config.data_dirs = [str(Path(d)) for d in config.data_dirs]
     return config
+
+
+def is_uri(path: str) -> bool:
+    """gs://, s3://, hdfs://...: paths that only the pipeline's pods can read."""
+    return "://" in path
 
 
 def _parse_bool(text: str) -> bool:

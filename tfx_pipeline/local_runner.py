@@ -23,13 +23,15 @@ from tfx_pipeline.pipeline import create_pipeline
 
 def absolute_paths(config: config_lib.PipelineConfig) -> config_lib.PipelineConfig:
     """Components run with other working directories: make every local path absolute."""
-    config.pipeline_root = os.path.abspath(config.pipeline_root)
-    config.serving_dir = os.path.abspath(config.serving_dir)
-    config.data_dirs = [os.path.abspath(d) for d in config.data_dirs]
-    if config.metadata_path:
-        config.metadata_path = os.path.abspath(config.metadata_path)
-    if config.schema_dir:
-        config.schema_dir = os.path.abspath(config.schema_dir)
+
+    def absolute(path: str) -> str:
+        return path if not path or config_lib.is_uri(path) else os.path.abspath(path)
+
+    config.pipeline_root = absolute(config.pipeline_root)
+    config.serving_dir = absolute(config.serving_dir)
+    config.data_dirs = [absolute(d) for d in config.data_dirs]
+    config.metadata_path = absolute(config.metadata_path)
+    config.schema_dir = absolute(config.schema_dir)
     return config
 
 

@@ -69,7 +69,7 @@ def create_pipeline(
         run_fn=None if module_file else "components.trainer_module.run_fn",
         examples=examples,
         base_model=latest_blessed.outputs["model"] if config.warm_start else None,
-        custom_config={"config": config.to_json()},
+        custom_config={"config": config.trainer_json()},
     )
     trainer.add_upstream_node(gate)
 
