@@ -279,7 +279,7 @@ def test_generated_modules_are_fresh_and_accept_protobuf_5_29(tmp_path):
     committed = sorted((REPO / "serving" / "protos").glob("*_pb2.py"))
     protos = sorted((REPO / "serving" / "protos").glob("*.proto"))
     assert [p.name for p in fresh] == [p.name for p in committed]
-    assert [p.name for p in fresh] == [p.stem + "_pb2.py" for p in protos]
+    assert {p.name for p in fresh} == {p.stem + "_pb2.py" for p in protos}
     for new, old in zip(fresh, committed, strict=True):
         # The serialized descriptors must match; comments may differ between protoc versions.
         assert _descriptor_line(new) == _descriptor_line(old), f"{old.name}: run make protos"
