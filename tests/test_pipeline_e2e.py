@@ -43,11 +43,11 @@ def _config(root: Path, **overrides) -> config_lib.PipelineConfig:
         image_width=64,
         unet_filters=8,
         unet_depth=3,
-        epochs=6,
+        epochs=4,
         batch_size=8,
         learning_rate=5e-3,
-        min_iou=0.2,
-        min_improvement=0.0,
+        min_iou=0.1,
+        min_improvement=0.01,
     )
     settings.update(overrides)
     return config_lib.load(**settings)
@@ -102,9 +102,11 @@ def test_pipeline_pushes_only_better_models(tmp_path):
     assert _versions(tmp_path / "serving") == [v1]
 
     # Warm-started from the blessed model and trained longer: better, pushed higher.
-    local_runner.run(_config(tmp_path, warm_start=True, epochs=8))
+    local_runner.run(_config(tmp_path, warm_start=True, epochs=12))
     third_eval = _latest_evaluation(store)
     assert third_eval["blessed"], third_eval
-    assert third_eval["candidate"]["foreground_iou"] >= first_eval["candidate"]["foreground_iou"]
+    assert (
+        third_eval["candidate"]["foreground_iou"] > first_eval["candidate"]["foreground_iou"] + 0.01
+    )
     versions = _versions(tmp_path / "serving")
     assert len(versions) == 2 and versions[-1] > v1
