@@ -114,10 +114,14 @@ sync_host_files() {
 
 sandbox_exec() {
   local shared; shared="$(cd "$REPO/.." && pwd)/shared"
-  local binds=(--bind "$REPO" "$REPO" --bind "$CACHE" "$CACHE")
+  # The user's files (make remove ARGS=~/photo.jpg) and the working directory,
+  # then the repository and cache on top.
+  local binds=()
+  [ -n "${HOME:-}" ] && [ -d "$HOME" ] && binds+=(--bind "$HOME" "$HOME")
+  binds+=(--bind "$PWD" "$PWD" --bind "$REPO" "$REPO" --bind "$CACHE" "$CACHE")
   [ -d "$shared" ] && binds+=(--bind "$shared" "$shared")
   local tmp="${TMPDIR:-/tmp}"
-  exec bwrap --bind "$ROOTFS" / --proc /proc --dev /dev --bind "$tmp" "$tmp" \
+  exec bwrap --die-with-parent --bind "$ROOTFS" / --proc /proc --dev /dev --bind "$tmp" "$tmp" \
     "${binds[@]}" --chdir "$PWD" \
     --unsetenv PIP_FIND_LINKS --unsetenv PIP_CONSTRAINT --unsetenv PYTHONPATH \
     --setenv PATH "$VENV/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
@@ -143,10 +147,15 @@ build_venv() {
   in_base "$VENV/bin/python" -c 'import tfx.v1, tensorflow, ml_metadata, tensorflow_data_validation' \
     || die "the environment was built but TFX does not import; see the output above"
   touch "$VENV/.complete"
-  # Environments built from other lock files are stale once nothing has used
-  # them for an hour (a running command may still be inside one).
-  find "$CACHE" -maxdepth 1 -name "venv-$MODE-*" ! -path "$VENV" -mmin +60 \
-    -exec rm -rf {} + 2>/dev/null || true
+  # Environments built from other lock files are stale once no process runs
+  # in them and nothing has entered them for an hour.
+  local old
+  for old in "$CACHE"/venv-"$MODE"-*; do
+    [ "$old" != "$VENV" ] && [ -d "$old" ] || continue
+    [ -n "$(find "$old" -maxdepth 0 -mmin +60)" ] || continue
+    grep -qsaF "VIRTUAL_ENV=$old" /proc/[0-9]*/environ && continue
+    rm -rf "$old"
+  done
   log "environment ready"
 }
 
