@@ -198,8 +198,8 @@ class ModelStore:
             raise ValueError("give serving_dir or base_path")
         self.model_name = model_name
         self._model_dir = Path(base_path) if base_path else Path(serving_dir) / model_name
-        self._max_versions: int | None = max_versions  # None: every version
-        self._specific: frozenset[int] | None = None  # a specific-versions policy
+        # (specific versions or None, newest N or None for all): replaced as a whole.
+        self._policy: tuple[frozenset[int] | None, int | None] = (None, max_versions)
         self._labels = dict(labels or {})
         self._fallback = Path(fallback_model) if fallback_model else None
         self._batching = batching
@@ -292,17 +292,17 @@ class ModelStore:
         so moving ``stable`` or ``canary`` never points requests at nothing.  Labels
         change at once; the next poll loads and unloads versions for the policy.
         """
-        served = self._served
-        for label, version in labels.items():
-            if version not in served and self._labels.get(label, version) != version:
-                raise ServingError(
-                    grpc.StatusCode.FAILED_PRECONDITION,
-                    f"Request to assign label to version {version} of model "
-                    f"{self.model_name}, which is not currently available for inference",
-                )
-        self._labels = dict(labels)
-        self._specific = frozenset(specific) if specific is not None else None
-        self._max_versions = max_versions
+        with self._lock:  # reloads come from gRPC threads and the config poller at once
+            served = self._served
+            for label, version in labels.items():
+                if version not in served and self._labels.get(label, version) != version:
+                    raise ServingError(
+                        grpc.StatusCode.FAILED_PRECONDITION,
+                        f"Request to assign label to version {version} of model "
+                        f"{self.model_name}, which is not currently available for inference",
+                    )
+            self._labels = dict(labels)
+            self._policy = (frozenset(specific) if specific is not None else None, max_versions)
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -352,10 +352,10 @@ class ModelStore:
         return found
 
     def _wanted(self, candidates: dict[int, Path]) -> dict[int, Path]:
-        specific = self._specific
+        specific, max_versions = self._policy  # one consistent snapshot
         if specific is not None:
             return {v: path for v, path in candidates.items() if v in specific}
-        newest = sorted(candidates, reverse=True)[: self._max_versions]
+        newest = sorted(candidates, reverse=True)[:max_versions]
         return {version: candidates[version] for version in newest}
 
     def _set_status(self, status: VersionStatus) -> None:
