@@ -1,0 +1,68 @@
+"""The model shipped in models/ loads, has the signatures the client expects,
+and still segments real people (a floor well under the targets: a broken
+model fails here, a slightly different one does not)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from components import pairs
+from components.iou_evaluator import _predict_full_resolution
+from components.losses import iou
+from serving import defaults
+from tfx_pipeline import config as config_lib
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = REPO / "models" / defaults.MODEL_NAME / "1"
+SHARED = REPO.parent / "shared" / "data"
+REAL = config_lib.load(REPO / "configs" / "real.toml")
+FLOORS = {"ccp": 0.75, "hsd": 0.55}
+PHOTOS_PER_SET = 8
+
+
+@pytest.fixture(scope="module")
+def signature():
+    loaded = tf.saved_model.load(str(SHIPPED))
+    yield loaded.signatures[defaults.SIGNATURE_BYTES]
+
+
+def test_shipped_model_is_small_and_has_the_client_signatures():
+    size = sum(f.stat().st_size for f in SHIPPED.rglob("*") if f.is_file())
+    assert size <= 10 * 1024 * 1024, f"{size} bytes"
+    loaded = tf.saved_model.load(str(SHIPPED))
+    assert {defaults.SIGNATURE_BYTES, defaults.SIGNATURE_FLOAT, defaults.SIGNATURE_EXAMPLES} <= set(
+        loaded.signatures
+    )
+    serve = loaded.signatures[defaults.SIGNATURE_BYTES]
+    assert set(serve.structured_input_signature[1]) == {defaults.INPUT_IMAGES}
+    outputs = serve.structured_outputs
+    assert outputs[defaults.OUTPUT_MASK].dtype == tf.uint8
+    assert outputs[defaults.OUTPUT_HEIGHT].dtype == tf.int32
+    assert outputs[defaults.OUTPUT_WIDTH].dtype == tf.int32
+
+
+def _eval_pairs(name: str) -> list[pairs.Pair]:
+    """Photos of the set's eval split, as the real pipeline run splits them."""
+    listing = pairs.list_pairs([str(SHARED / name)], REAL.group_pattern)
+    splits = pairs.assign_splits(listing.pairs, REAL.eval_fraction, REAL.group_pattern)
+    chosen = [p for p in listing.pairs if splits[p.group] == pairs.EVAL]
+    return sorted(chosen, key=lambda p: p.id)[:PHOTOS_PER_SET]
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("name", sorted(FLOORS))
+def test_shipped_model_segments_real_people(signature, name):
+    if not (SHARED / name).is_dir():
+        pytest.skip(f"{SHARED / name} is absent (real photos live in ../shared/data)")
+    scores = []
+    for pair in _eval_pairs(name):
+        truth = np.asarray(Image.open(pair.mask).convert("L")) > 127
+        image = tf.constant([Path(pair.image).read_bytes()])
+        [pred] = _predict_full_resolution(signature, image, threshold=0.5)
+        assert pred.shape == truth.shape
+        scores.append(iou(truth, pred))
+    assert len(scores) == PHOTOS_PER_SET
+    assert np.mean(scores) >= FLOORS[name], scores
