@@ -212,6 +212,14 @@ class ModelStore:
 
     # ----------------------------------------------------------------- requests
 
+    def _version_for_label(self, label: str) -> int:
+        labels = self._labels  # replaced by a reload, never mutated: read once
+        if label not in labels:
+            raise ServingError(
+                grpc.StatusCode.INVALID_ARGUMENT, f"Unrecognized servable version label: {label}"
+            )
+        return labels[label]
+
     def resolve(self, name: str, version: int | None = None, label: str = "") -> ServedModel:
         """The loaded version a request asks for (latest when neither version nor label)."""
         if name != self.model_name:
@@ -221,13 +229,7 @@ class ModelStore:
                 f"this server serves model {self.model_name!r}",
             )
         if label:
-            labels = self._labels  # replaced by a reload, never mutated: read once
-            if label not in labels:
-                raise ServingError(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"Unrecognized servable version label: {label}",
-                )
-            version = labels[label]
+            version = self._version_for_label(label)
         served = self._served
         if version is None:
             if not served:
@@ -254,13 +256,7 @@ class ModelStore:
                 grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {name}"
             )
         if label:
-            labels = self._labels  # replaced by a reload, never mutated: read once
-            if label not in labels:
-                raise ServingError(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"Unrecognized servable version label: {label}",
-                )
-            version = labels[label]
+            version = self._version_for_label(label)
         if version is None:
             return [known[v] for v in sorted(known, reverse=True)]
         if version not in known:

@@ -9,22 +9,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from serving.cli import main
-from tests.serving_fixtures import encode_image, export_tiny_model, start_local_server
+from tests.serving_fixtures import encode_image
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    serving_dir = tmp_path_factory.mktemp("models")
-    export_tiny_model(serving_dir)
-    local = start_local_server(serving_dir)
-    yield local.address
-    local.stop(grace=0)
 
 
 def _write(path: Path, data: bytes) -> Path:

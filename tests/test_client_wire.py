@@ -25,7 +25,6 @@ from tensorflow_serving.apis import predict_pb2 as tf_predict_pb2
 from serving import client as client_module
 from serving.client import BackgroundRemover, ModelNotFound, ServerUnavailable, to_array
 from serving.protos import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
-from tests.serving_fixtures import export_tiny_model, start_local_server
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -212,15 +211,6 @@ def test_unavailable_is_retried_until_a_late_server_answers():
     finally:
         timer.join()
         late.stop(0)
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    serving_dir = tmp_path_factory.mktemp("models")
-    export_tiny_model(serving_dir)
-    local = start_local_server(serving_dir)
-    yield local.address
-    local.stop(grace=0)
 
 
 def _jpeg(size: tuple[int, int], color=(200, 40, 40)) -> bytes:
