@@ -447,21 +447,26 @@ def _run_all(
         tqdm(total=len(todo), unit="photo", disable=len(todo) < 2, file=sys.stderr) as bar,
     ):
         futures = {pool.submit(_process, t, remover, background, args): t for t in todo}
-        for future in as_completed(futures):
-            task = futures[future]
-            bar.update()
-            if future.cancelled():
-                continue
-            try:
-                future.result()
-            except (ServerUnavailable, ModelNotFound) as err:
-                fatal = fatal or err
-                for pending in futures:
-                    pending.cancel()
-            except Exception as err:  # one bad photo never stops the batch
-                summary.failed.append((str(task.source), _one_line(err)))
-            else:
-                summary.processed.append(task)
+        try:
+            for future in as_completed(futures):
+                task = futures[future]
+                bar.update()
+                if future.cancelled():
+                    continue
+                try:
+                    future.result()
+                except (ServerUnavailable, ModelNotFound) as err:
+                    fatal = fatal or err
+                    for pending in futures:
+                        pending.cancel()
+                except Exception as err:  # one bad photo never stops the batch
+                    summary.failed.append((str(task.source), _one_line(err)))
+                else:
+                    summary.processed.append(task)
+        except KeyboardInterrupt:
+            # Ctrl-C: drop the queued photos instead of waiting for all of them.
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
     return fatal
 
 
