@@ -59,10 +59,13 @@ class InProcess:
         self._tf = tf
         self.loaded = tf.saved_model.load(str(model_dir))
         self._fn = self.loaded.signatures[defaults.SIGNATURE_BYTES]
+        # The side BackgroundRemover sends once it has seen the model's mask.
+        mask_shape = self._fn.structured_outputs[defaults.OUTPUT_MASK].shape
+        self.send_side = max(2 * max(mask_shape[1:]), images.MIN_SEND_SIDE)
 
     def prepare(self, photo_bytes: bytes) -> tuple[Image.Image, bytes]:
         photo = images.load(photo_bytes)
-        return photo, images.encode_for_request(photo)
+        return photo, images.encode_for_request(photo, self.send_side)
 
     def model(self, encoded: bytes):
         out = self._fn(**{defaults.INPUT_IMAGES: self._tf.constant([encoded])})
@@ -201,7 +204,7 @@ def run(
     log(SECTION, f"model {display_path(choice.path)} ({choice.source}); photo {photo_source}")
     with ServerProcess(choice.path, [False, True]) as servers:
         local = InProcess(choice.path)  # while the server process starts
-        sent = images.encode_for_request(images.load(photo))
+        sent = images.encode_for_request(images.load(photo), local.send_side)
         with Image.open(io.BytesIO(sent)) as sent_image:
             sent_size = sent_image.size
         servers.wait_ready()

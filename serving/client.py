@@ -125,7 +125,7 @@ class BackgroundRemover:
         timeout: float = 30.0,
         retries: int = 3,
         backoff: float = 0.25,
-        max_side: int = images.MAX_SIDE,
+        max_side: int | None = None,
     ) -> None:
         if version is not None and label is not None:
             raise ValueError("give a model version or a version label, not both")
@@ -136,7 +136,10 @@ class BackgroundRemover:
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
+        # None: twice the model's input side, learnt from the first answer
+        # (images.MAX_SIDE until then) - more pixels would only cost wire time.
         self.max_side = max_side
+        self._learnt_side: int | None = None
         self._channel = grpc.insecure_channel(
             address,
             options=[
@@ -226,12 +229,17 @@ class BackgroundRemover:
         masks = to_array(response.outputs[defaults.OUTPUT_MASK])
         if masks.ndim != 3 or masks.shape[0] != len(encoded):
             raise RequestFailed(f"expected {len(encoded)} masks, got shape {list(masks.shape)}")
+        self._learnt_side = max(2 * max(masks.shape[1:]), images.MIN_SEND_SIDE)
         return masks.astype(np.uint8, copy=False)
+
+    def send_side(self) -> int:
+        """Longest side of the copy sent to the server."""
+        return self.max_side or self._learnt_side or images.MAX_SIDE
 
     def _masks_for(self, photos: Sequence[Image.Image]) -> list[Image.Image]:
         if not photos:
             return []
-        encoded = [images.encode_for_request(photo, self.max_side) for photo in photos]
+        encoded = [images.encode_for_request(photo, self.send_side()) for photo in photos]
         masks = self._predict_masks(encoded)
         return [
             Image.fromarray(mask, "L").resize(photo.size, Image.Resampling.BILINEAR)

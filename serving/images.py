@@ -19,6 +19,7 @@ ImageSource = Union[str, "os.PathLike[str]", bytes, Image.Image]
 # Photos whose longest side exceeds this are downscaled before sending: the model
 # works at a few hundred pixels at most, so more only costs bandwidth and decoding.
 MAX_SIDE = 1024
+MIN_SEND_SIDE = 256  # never send less, whatever the model's input
 JPEG_QUALITY = 90
 _KEEP_ICC_MODES = {"RGB", "RGBA"}
 

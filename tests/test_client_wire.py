@@ -274,3 +274,13 @@ def test_generated_modules_are_fresh_and_accept_protobuf_5_29(tmp_path):
         # The serialized descriptors must match; comments may differ between protoc versions.
         assert _descriptor_line(new) == _descriptor_line(old), f"{old.name}: run make protos"
         assert "Domain.PUBLIC,\n    5,\n    29,\n    0," in old.read_text()
+
+
+def test_photos_are_sent_at_twice_the_models_side_once_known(server):
+    with BackgroundRemover(server) as remover:
+        assert remover.send_side() == 1024  # nothing known before the first answer
+        remover.mask(Image.new("RGB", (3000, 2000), "gray"))
+        assert remover.send_side() == 256  # 2 x 32 px model, raised to the floor
+    with BackgroundRemover(server, max_side=640) as fixed:
+        fixed.mask(Image.new("RGB", (3000, 2000), "gray"))
+        assert fixed.send_side() == 640
