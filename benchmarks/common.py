@@ -107,3 +107,16 @@ def synthetic_photo(width: int, height: int, seed: int = 0) -> Image.Image:
     pixels = base * (1 - blob[..., None]) + person * blob[..., None]
     pixels += rng.normal(0, 3.0, pixels.shape)
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+
+
+def configured_unet(config):
+    """The UNet a PipelineConfig describes, as the trainer builds it."""
+    from components.unet import build_unet
+
+    return build_unet(
+        config.image_height,
+        config.image_width,
+        config.unet_filters,
+        config.unet_depth,
+        config.separable,
+    )

@@ -51,17 +51,11 @@ def model_to_serve(model_dir: str | None, config: PipelineConfig, workdir: Path)
     pushed = pushed_versions(config)
     if pushed:
         return ModelChoice(pushed[-1], "pushed")
+    from benchmarks.common import configured_unet
     from components.export import export_saved_model
-    from components.unet import build_unet
 
     path = workdir / "untrained"
-    model = build_unet(
-        config.image_height,
-        config.image_width,
-        config.unet_filters,
-        config.unet_depth,
-        config.separable,
-    )
+    model = configured_unet(config)
     export_saved_model(model, str(path))
     return ModelChoice(path, "untrained")
 

@@ -60,21 +60,15 @@ def _input_rates(files: list[str], config: PipelineConfig, warmup: int, steps: i
 def _fit_rates(files: list[str], config: PipelineConfig, warmup: int, steps: int) -> dict:
     import keras
 
+    from benchmarks.common import configured_unet
     from components import dataset, losses
-    from components.unet import build_unet
 
     keras.utils.set_random_seed(config.seed)
     batch = config.batch_size
     train = dataset.train_dataset(
         files, config.image_height, config.image_width, batch, config.augment
     ).repeat()
-    model = build_unet(
-        config.image_height,
-        config.image_width,
-        config.unet_filters,
-        config.unet_depth,
-        config.separable,
-    )
+    model = configured_unet(config)
     weight = config.foreground_weight or losses.foreground_weight_from_fraction(TYPICAL_FOREGROUND)
     model.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate),
