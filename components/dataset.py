@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from components import augment as aug
 from components import preprocessing as pp
 
 _AUTOTUNE = tf.data.AUTOTUNE
-# Decoded size relative to the model input; random crops take 1/_MARGIN..1 of it.
-_MARGIN = 1.25
-_NEW_BACKGROUND_P = 0.3
 
 
 def _records(patterns: list[str]) -> tf.data.Dataset:
@@ -36,35 +34,6 @@ def _decode(height: int, width: int, size_factor: float):
     return decode
 
 
-def _random_background(height: int, width: int) -> tf.Tensor:
-    """Smooth random colours with grain: a backdrop the model has never seen."""
-    coarse = tf.random.uniform([tf.random.uniform([], 2, 9, tf.int32)] * 2 + [3])
-    smooth = tf.image.resize(coarse[None], [height, width], method="bicubic")[0]
-    grain = tf.random.normal([height, width, 3], stddev=tf.random.uniform([], 0.0, 0.08))
-    return tf.clip_by_value(smooth + grain, 0.0, 1.0)
-
-
-def augment(image: tf.Tensor, mask: tf.Tensor, height: int, width: int):
-    """Scale/crop, flip, colour jitter, and now and then a new background behind
-    the person, so the model learns people rather than the sets' usual scenery."""
-    both = tf.concat([image, mask], axis=-1)
-    big_h, big_w = tf.shape(both)[0], tf.shape(both)[1]
-    scale = tf.random.uniform([], 1.0 / _MARGIN, 1.0)
-    crop_h = tf.cast(tf.cast(big_h, tf.float32) * scale, tf.int32)
-    crop_w = tf.cast(tf.cast(big_w, tf.float32) * scale, tf.int32)
-    both = tf.image.random_crop(both, [crop_h, crop_w, 4])
-    both = tf.image.random_flip_left_right(both)
-    both = tf.image.resize(both, [height, width], method="bilinear")
-    image, mask = both[..., :3], both[..., 3:]
-    if tf.random.uniform([]) < _NEW_BACKGROUND_P:
-        image = mask * image + (1.0 - mask) * _random_background(height, width)
-    image = tf.image.random_brightness(image, 0.15)
-    image = tf.image.random_contrast(image, 0.75, 1.25)
-    image = tf.image.random_saturation(image, 0.7, 1.3)
-    image = tf.image.random_hue(image, 0.04)
-    return tf.clip_by_value(image, 0.0, 1.0), mask
-
-
 def _in_validation(percent: int):
     """A stable slice of the train split by a hash of the id: model selection
     must not see the eval split that the IoU gate judges on."""
@@ -84,13 +53,18 @@ def train_dataset(
     augmented: bool = True,
     validation_percent: int = 0,
 ) -> tf.data.Dataset:
-    factor = _MARGIN if augmented else 1.0
+    factor = aug.MARGIN if augmented else 1.0
     pick = _in_validation(validation_percent)
     ds = _records(files).filter(lambda s: tf.logical_not(pick(s)))
     ds = ds.map(_decode(height, width, factor), num_parallel_calls=_AUTOTUNE).cache()
     ds = ds.shuffle(512, reshuffle_each_iteration=True)
     if augmented:
-        ds = ds.map(lambda i, m: augment(i, m, height, width), num_parallel_calls=_AUTOTUNE)
+        # A second, differently shuffled pass lends each photo another's scenery.
+        others = ds.map(lambda image, _: image).shuffle(64)
+        ds = tf.data.Dataset.zip(ds, others).map(
+            lambda pair, other: aug.augment(*pair, other, height, width),
+            num_parallel_calls=_AUTOTUNE,
+        )
     return ds.batch(batch_size).prefetch(_AUTOTUNE)
 
 

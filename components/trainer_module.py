@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 
 import keras
 from absl import logging
@@ -79,6 +80,22 @@ def _backup_dir(cfg: dict) -> str:
     return os.path.join(cfg["pipeline_root"], "train_backup", digest)
 
 
+class _TimeBudget(keras.callbacks.Callback):
+    """Ends training after the epoch that crosses the budget; the best epoch
+    so far is still the one exported."""
+
+    def __init__(self, minutes: float):
+        super().__init__()
+        self._seconds = minutes * 60.0
+        self._start = time.monotonic()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        elapsed = time.monotonic() - self._start
+        if self._seconds and elapsed >= self._seconds:
+            logging.info("Time budget of %.0f s used after epoch %d", self._seconds, epoch + 1)
+            self.model.stop_training = True
+
+
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     cfg = _settings(fn_args)
     keras.utils.set_random_seed(cfg["seed"])
@@ -123,6 +140,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
             save_weights_only=True,
             initial_value_threshold=baseline_iou,
         ),
+        _TimeBudget(cfg["max_train_minutes"]),
     ]
     steps = cfg["steps_per_epoch"] or None
     model.fit(

@@ -54,6 +54,9 @@ class PipelineConfig:
     # Training.
     epochs: int = 4
     steps_per_epoch: int = 0  # 0: one pass over the train split
+    # Stop after the epoch that crosses this wall-clock budget (0: no budget),
+    # so variants can be compared at equal compute on the same machine.
+    max_train_minutes: float = 0.0
     batch_size: int = 8
     learning_rate: float = 2e-3
     foreground_weight: float = 0.0  # 0: derived from the data's foreground fraction
@@ -98,6 +101,7 @@ class PipelineConfig:
             "separable",
             "epochs",
             "steps_per_epoch",
+            "max_train_minutes",
             "batch_size",
             "learning_rate",
             "foreground_weight",
