@@ -2,22 +2,27 @@
 
 IoU is scored like ``components/iou_evaluator.py``: per image, at threshold
 0.5, both at model resolution (ground truth area-downsampled) and at full
-resolution (the uint8 mask upsampled bilinearly to the stored photo's size).
+resolution (the uint8 mask upsampled bilinearly to the stored photo's size, and
+with the client's guided filter).
 The eval split is the pipeline's own, read from ImageExampleGen's newest output.
 """
 
 from __future__ import annotations
 
+import io
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from benchmarks.common import display_path, log, summary_ms, synthetic_photo, time_calls
 from benchmarks.contact_sheet import Row, write_sheet
 from benchmarks.examples import newest_split, record_files
 from benchmarks.models import input_size
+from serving import refine
 from tfx_pipeline.config import PipelineConfig
 
 SECTION = "model"
@@ -36,6 +41,8 @@ class EvalExample:
 class SetScores:
     iou_model: list[float] = field(default_factory=list)
     iou_full: list[float] = field(default_factory=list)
+    iou_refined: list[float] = field(default_factory=list)
+    refine_ms: list[float] = field(default_factory=list)
     intersection: int = 0
     union: int = 0
     rows: list[Row] = field(default_factory=list)
@@ -45,6 +52,8 @@ class SetScores:
             "images": len(self.iou_full),
             "mean_iou_model_res": round(float(np.mean(self.iou_model)), 4),
             "mean_iou_full_res": round(float(np.mean(self.iou_full)), 4),
+            "mean_iou_full_res_refined": round(float(np.mean(self.iou_refined)), 4),
+            "refine_ms_median": round(float(np.median(self.refine_ms)), 2),
             "foreground_iou_full_res": round(self.intersection / self.union, 4)
             if self.union
             else 1.0,
@@ -118,6 +127,11 @@ def _score_image(example: EvalExample, probabilities: np.ndarray, scores: SetSco
     scores.intersection += inter
     scores.union += union
     scores.iou_full.append(1.0 if union == 0 else inter / union)
+    photo = Image.open(io.BytesIO(example.image)).convert("RGB")
+    started = time.perf_counter()
+    refined = refine.guided_upsample(quantized, photo)
+    scores.refine_ms.append((time.perf_counter() - started) * 1000.0)
+    scores.iou_refined.append(iou(truth_full, np.asarray(refined) > 127))
     scores.rows.append(
         Row(
             example.pair_id,
@@ -205,5 +219,7 @@ def run(
             "both > 0.5); mean_iou_full_res: the uint8 mask upsampled bilinearly to the stored "
             "photo, as components/iou_evaluator.py scores; "
             "foreground_iou_full_res: sum of intersections / sum of unions (the gate's figure)",
+            "mean_iou_full_res_refined: the same mask upsampled by the client's guided filter "
+            "(serving/refine.py) instead of bilinearly; refine_ms_median: its cost per photo",
         ],
     }

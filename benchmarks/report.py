@@ -139,11 +139,12 @@ def _model(s: dict) -> str:
                     scores.get("images", ""),
                     scores.get("mean_iou_model_res", ""),
                     scores.get("mean_iou_full_res", ""),
+                    scores.get("mean_iou_full_res_refined", ""),
                     scores.get("foreground_iou_full_res", ""),
                 ]
             )
     header = ["variant", "input", "ms/image", "set", "images", "mean IoU (model res)"]
-    header += ["mean IoU (full res)", "foreground IoU (full res)"]
+    header += ["mean IoU (full res)", "mean IoU (full res, refined)", "foreground IoU (full res)"]
     parts.append(_table(header, rows))
     sheets = s.get("contact_sheets") or {}
     if sheets:

@@ -28,7 +28,7 @@ from benchmarks.common import (
 )
 from benchmarks.models import ModelChoice, input_size
 from benchmarks.server_process import ServerProcess
-from serving import compositing, defaults, images
+from serving import compositing, defaults, images, refine
 
 SECTION = "serving"
 OVERHEAD_TARGET = 0.15
@@ -72,12 +72,13 @@ class InProcess:
         return out[defaults.OUTPUT_MASK].numpy()[0]
 
     @staticmethod
-    def upsample(small, size: tuple[int, int]) -> Image.Image:
-        return Image.fromarray(small, "L").resize(size, Image.Resampling.BILINEAR)
+    def upsample(small, photo: Image.Image) -> Image.Image:
+        """The client's default: guided by the photo (serving/refine.py)."""
+        return refine.guided_upsample(small, photo)
 
     def mask(self, photo_bytes: bytes) -> tuple[Image.Image, Image.Image]:
         photo, encoded = self.prepare(photo_bytes)
-        return photo, self.upsample(self.model(encoded), photo.size)
+        return photo, self.upsample(self.model(encoded), photo)
 
     def remove(self, photo_bytes: bytes) -> Image.Image:
         photo, mask = self.mask(photo_bytes)
@@ -116,7 +117,7 @@ def _breakdown(local: InProcess, photo: bytes, runs: int) -> dict[str, dict]:
     return {
         "prepare": summary_ms(time_calls(lambda: local.prepare(photo), runs)),
         "model": summary_ms(time_calls(lambda: local.model(encoded), runs)),
-        "upsample": summary_ms(time_calls(lambda: local.upsample(small, decoded.size), runs)),
+        "upsample": summary_ms(time_calls(lambda: local.upsample(small, decoded), runs)),
     }
 
 
@@ -232,8 +233,9 @@ def run(
             "client: BackgroundRemover(...).mask()/.remove() on the JPEG bytes through "
             "serving.server.LocalServer on 127.0.0.1 (its own process; batching off for latency)",
             "in-process: the same steps without gRPC -- images.load + encode_for_request (the "
-            "client's downscale and JPEG), serving_default on those bytes, bilinear upsampling "
-            "of the mask to the photo (and compositing for remove)",
+            "client's downscale and JPEG), serving_default on those bytes, guided upsampling "
+            "of the mask to the photo (serving/refine.py, the client's default), and "
+            "compositing for remove",
             "overhead = client median / in-process median - 1 at concurrency 1",
             "throughput: N client threads in the benchmark process, each with its own channel, "
             "calling mask() back to back; clients and server share the machine's CPUs",

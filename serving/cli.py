@@ -133,6 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument(
         "-j", "--jobs", type=int, default=4, help="concurrent requests (%(default)s)"
     )
+    remove.add_argument(
+        "--no-refine",
+        dest="refine",
+        action="store_false",
+        help="upsample the mask bilinearly instead of along the photo's edges",
+    )
     remove.add_argument("--overwrite", action="store_true", help="redo existing outputs")
     remove.set_defaults(run=run_remove)
 
@@ -252,7 +258,12 @@ def _remover(args: argparse.Namespace) -> BackgroundRemover:
     from serving.client import BackgroundRemover
 
     return BackgroundRemover(
-        args.server, args.model, version=args.version, label=args.label, timeout=args.timeout
+        args.server,
+        args.model,
+        version=args.version,
+        label=args.label,
+        timeout=args.timeout,
+        refine=getattr(args, "refine", True),
     )
 
 

@@ -31,8 +31,8 @@ def views():
 def test_shapes_and_ranges(views):
     for image, mask in views:
         assert image.shape == (H, W, 3) and mask.shape == (H, W, 1)
-        assert 0.0 <= float(tf.reduce_min(image)) and float(tf.reduce_max(image)) <= 1.0
-        assert 0.0 <= float(tf.reduce_min(mask)) and float(tf.reduce_max(mask)) <= 1.0
+        assert float(tf.reduce_min(image)) >= 0.0 and float(tf.reduce_max(image)) <= 1.0
+        assert float(tf.reduce_min(mask)) >= 0.0 and float(tf.reduce_max(mask)) <= 1.0
 
 
 def test_mask_stays_on_the_person(views):
