@@ -17,7 +17,7 @@ SHIPPED_MODEL := models/bgremover/1
 
 .DEFAULT_GOAL := help
 .PHONY: help setup test test-fast lint format pipeline serve remove status kubeflow kubeflow-submit \
-        k8s deploy bench data lock protos tensorboard clean
+        k8s deploy bench data lock protos tensorboard clean variants
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -41,6 +41,9 @@ format: ## apply ruff's fixes and formatting
 
 pipeline: ## run the TFX pipeline locally (synthetic data unless DATA_DIR is set)
 	$(PY) -m tfx_pipeline.local_runner $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
+
+variants: ## train each configs/variants/*.toml through the pipeline, one after another (~16 min each)
+	for config in configs/variants/*.toml; do $(MAKE) pipeline CONFIG=$$config || exit 1; done
 
 serve: ## serve pushed models (else the shipped one) over TF Serving's gRPC API on localhost:8500
 	$(PY) -m serving.server --serving-dir $(SERVING_DIR) \

@@ -7,9 +7,10 @@ from pathlib import Path
 
 from benchmarks.common import REPO, display_path, repo_path
 from serving import defaults
-from tfx_pipeline.config import PipelineConfig
+from tfx_pipeline.config import PipelineConfig, load
 
 SHIPPED = REPO / "models" / defaults.MODEL_NAME / "1"
+VARIANT_CONFIGS = REPO / "configs" / "variants"
 SAVED_MODEL_FILE = "saved_model.pb"
 
 
@@ -76,10 +77,16 @@ def parse_variants(text: str) -> dict[str, Path]:
 
 
 def default_variants(config: PipelineConfig) -> dict[str, Path]:
-    """The shipped model, then every pushed version, newest first (the first gets the sheets)."""
+    """The shipped model, every pushed version (newest first), then the newest
+    model of each trained ``configs/variants`` config (``make variants``).
+    The first gets the contact sheets."""
     variants = {"shipped": SHIPPED} if is_saved_model(SHIPPED) else {}
     for path in reversed(pushed_versions(config)):
         variants[f"pushed-v{path.name}"] = path
+    for variant_config in sorted(VARIANT_CONFIGS.glob("*.toml")):
+        pushed = pushed_versions(load(variant_config))
+        if pushed:
+            variants[variant_config.stem] = pushed[-1]
     return variants
 
 

@@ -120,12 +120,23 @@ def _fields() -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(PipelineConfig)}
 
 
+def _read_toml(path: str | os.PathLike, seen: tuple[str, ...] = ()) -> dict:
+    """A TOML file's settings on top of those of its ``base`` file (a path
+    relative to it), so a variant states only what it changes."""
+    real = os.path.realpath(path)
+    if real in seen:
+        raise ValueError(f"config files include each other: {' -> '.join((*seen, real))}")
+    with open(path, "rb") as f:
+        values = tomllib.load(f)
+    base = values.pop("base", None)
+    if base is None:
+        return values
+    return {**_read_toml(os.path.join(os.path.dirname(real), base), (*seen, real)), **values}
+
+
 def load(path: str | os.PathLike | None = None, **overrides) -> PipelineConfig:
-    """Defaults, then the TOML file, then keyword overrides (None is ignored)."""
-    values: dict = {}
-    if path:
-        with open(path, "rb") as f:
-            values.update(tomllib.load(f))
+    """Defaults, then the TOML file (and its bases), then keyword overrides (None is ignored)."""
+    values: dict = _read_toml(path) if path else {}
     values.update({k: v for k, v in overrides.items() if v is not None})
     unknown = set(values) - set(_fields())
     if unknown:
