@@ -268,10 +268,22 @@ class BackgroundRemover:
         feather: float = 0,
     ) -> Image.Image:
         """The photo at full size with its background made transparent or replaced."""
+        return self.remove_many([image], background, threshold, feather)[0]
+
+    def remove_many(
+        self,
+        sources: Iterable[ImageSource],
+        background: compositing.BackgroundSpec = "transparent",
+        threshold: float | None = None,
+        feather: float = 0,
+    ) -> list[Image.Image]:
+        """Several photos in one request (the server may batch them), each like remove()."""
         choice = compositing.parse_background(background)
-        photo = images.load(image)
-        [mask] = self._masks_for([photo])
-        return compositing.composite(photo, mask, choice, threshold, feather)
+        photos = [images.load(source) for source in sources]
+        return [
+            compositing.composite(photo, mask, choice, threshold, feather)
+            for photo, mask in zip(photos, self._masks_for(photos), strict=True)
+        ]
 
     def status(self) -> list[VersionStatus]:
         """Every version the server knows of this model, newest first."""

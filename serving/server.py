@@ -18,6 +18,7 @@ while running, from the file or a HandleReloadConfigRequest.
 from __future__ import annotations
 
 import argparse
+import inspect
 import logging
 import os
 import signal
@@ -406,26 +407,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="re-read the model config file this often (0: only at start)",
     )
     parser.add_argument("--model-name", default=defaults.MODEL_NAME)
-    parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to accept remote clients")
+    parser.add_argument("--host", default=_default("host"), help="0.0.0.0 to accept remote clients")
     parser.add_argument("--port", type=int, default=int(defaults.SERVER_ADDRESS.rsplit(":", 1)[1]))
-    parser.add_argument("--poll-seconds", type=float, default=2.0)
+    parser.add_argument("--poll-seconds", type=float, default=_default("poll_seconds"))
     parser.add_argument(
         "--settle-seconds",
         type=float,
-        default=1.0,
+        default=_default("settle_seconds"),
         help="a new version must be unchanged this long",
     )
-    parser.add_argument("--max-versions", type=int, default=1, help="newest N versions served")
+    parser.add_argument(
+        "--max-versions", type=int, default=_default("max_versions"), help="newest N versions"
+    )
     parser.add_argument(
         "--label", type=_label, action="append", default=[], help="NAME=VERSION, repeatable"
     )
     parser.add_argument("--enable-batching", action="store_true")
-    parser.add_argument("--max-batch-size", type=int, default=8)
-    parser.add_argument("--batch-timeout-ms", type=float, default=5.0)
-    parser.add_argument("--max-workers", type=int, default=16, help="concurrent requests")
+    parser.add_argument("--max-batch-size", type=int, default=_default("max_batch_size"))
+    parser.add_argument("--batch-timeout-ms", type=float, default=_default("batch_timeout_ms"))
+    parser.add_argument(
+        "--max-workers", type=int, default=_default("max_workers"), help="concurrent requests"
+    )
     parser.add_argument("--fallback-model", help="SavedModel served as version 1 until one exists")
     parser.add_argument("--grace-seconds", type=float, default=10.0, help="on SIGTERM")
     return parser
+
+
+def _default(name: str):
+    """The flag's default is LocalServer's, so the two cannot drift apart."""
+    return inspect.signature(LocalServer).parameters[name].default
 
 
 def _server_from(args: argparse.Namespace) -> LocalServer:

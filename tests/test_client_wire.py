@@ -154,19 +154,19 @@ def test_client_and_cli_import_no_tensorflow():
     assert out == "[]"
 
 
-def test_help_is_instant_and_imports_nothing_heavy():
+def test_help_imports_nothing_heavy():
+    """--help stays instant because it loads none of the heavy modules (a
+    deterministic check; the time itself belongs to benchmarks)."""
     out = _run_python(
-        "import sys, time\n"
-        "start = time.perf_counter()\n"
+        "import sys\n"
         "from serving import cli\n"
         "code = cli.main(['remove', '--help'])\n"
-        "print(code, round(time.perf_counter() - start, 3), sorted({m.split('.')[0] for m in "
+        "print(code, sorted({m.split('.')[0] for m in "
         "sys.modules if m.split('.')[0] in ('numpy', 'PIL', 'grpc', 'tqdm', 'tensorflow')}))"
     )
-    code, seconds, heavy = out.splitlines()[-1].split(" ", 2)
+    code, heavy = out.splitlines()[-1].split(" ", 1)
     assert code == "0"
     assert heavy == "[]"
-    assert float(seconds) < 1.0
 
 
 def _free_port() -> int:
@@ -227,6 +227,15 @@ def test_mask_comes_back_at_the_photos_full_size(server):
         assert [m.size for m in masks] == [(40, 50), (20, 10)]
         [status] = remover.status()
         assert (status.version, status.state) == (1, "AVAILABLE")
+
+
+def test_remove_many_composites_each_photo_in_one_request(server):
+    with BackgroundRemover(server, max_side=64) as remover:
+        cutouts = remover.remove_many([_jpeg((300, 120)), _jpeg((40, 50))])
+        on_white = remover.remove_many([_jpeg((30, 20))], background="white")
+        assert remover.remove_many([]) == []
+    assert [(c.mode, c.size) for c in cutouts] == [("RGBA", (300, 120)), ("RGBA", (40, 50))]
+    assert [(c.mode, c.size) for c in on_white] == [("RGB", (30, 20))]
 
 
 def test_metadata_lists_the_signatures(server):
