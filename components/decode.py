@@ -19,6 +19,13 @@ JPEG_QUALITY = 95
 # Modes whose JPEG/PNG bytes TensorFlow decodes to the same RGB pixels as Pillow.
 _KEEP_MODES = {"JPEG": {"RGB", "L"}, "PNG": {"RGB", "RGBA", "L", "LA"}}
 _EXIF_ORIENTATION = 0x0112
+# What ImageOps.exif_transpose applies for the orientations that swap sides.
+_QUARTER_TURNS = {
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 class Rejected(Exception):
@@ -43,8 +50,11 @@ def decode_pair(image_bytes: bytes, mask_bytes: bytes, max_side: int = 0) -> Dec
     """The stored form of a pair, or Rejected saying why it is unusable."""
     if not image_bytes or not mask_bytes:
         raise Rejected("empty_file", "zero bytes")
-    image, image_format, rotated, (width, height) = _open(image_bytes, "unreadable_image", max_side)
+    image, image_format, orientation, (width, height) = _open(
+        image_bytes, "unreadable_image", max_side
+    )
     mask = binarize_mask(_open(mask_bytes, "unreadable_mask", 0)[0])
+    mask = _follow_photo_rotation(mask, orientation, width, height)
     _check_aspect(mask.shape, width, height)
     size = _target_size(width, height, max_side)
     if image.size != size:
@@ -54,6 +64,7 @@ def decode_pair(image_bytes: bytes, mask_bytes: bytes, max_side: int = 0) -> Dec
     if not mask.any():
         raise Rejected("empty_mask", "no foreground pixel")
 
+    rotated = orientation not in (0, 1)
     keep = (
         not rotated and size == (width, height) and image.mode in _KEEP_MODES.get(image_format, ())
     )
@@ -98,10 +109,8 @@ def binarize_mask(mask: Image.Image) -> np.ndarray:
     return np.asarray(mask.convert("L")) > 127
 
 
-def _open(
-    data: bytes, reason: str, max_side: int
-) -> tuple[Image.Image, str, bool, tuple[int, int]]:
-    """Decoded and upright, with its full upright size.
+def _open(data: bytes, reason: str, max_side: int) -> tuple[Image.Image, str, int, tuple[int, int]]:
+    """Decoded and upright, with its EXIF orientation and full upright size.
 
     A JPEG much larger than max_side decodes at a reduced scale (JPEG draft mode),
     which is several times faster for phone photos; the caller finishes the resize.
@@ -117,19 +126,37 @@ def _open(
         if image_format == "JPEG" and target != image.size:
             image.draft(image.mode, target)
         image.load()
-        rotated = orientation not in (0, 1)
-        if rotated:
+        if orientation not in (0, 1):
             image = ImageOps.exif_transpose(image)
     except Exception as error:  # Pillow raises many types for bad files
         raise Rejected(reason, f"{type(error).__name__}: {error}") from error
-    return image, image_format, rotated, (width, height)
+    return image, image_format, orientation, (width, height)
+
+
+def _follow_photo_rotation(mask: np.ndarray, orientation: int, width: int, height: int):
+    """Turns a mask drawn on a phone photo's stored, sideways grid upright with it.
+
+    Many labelling tools ignore EXIF.  For the quarter turns (orientations 5-8)
+    the mask's aspect ratio tells which grid it was drawn on; flips and half
+    turns keep the aspect, so such masks are taken as drawn on the upright photo.
+    """
+    transpose = _QUARTER_TURNS.get(orientation)
+    if transpose is None or _aspect_matches(mask.shape, width, height):
+        return mask
+    if not _aspect_matches(mask.shape, height, width):
+        return mask  # neither grid: _check_aspect reports it
+    return np.asarray(_mask_image(mask).transpose(transpose)) > 127
+
+
+def _aspect_matches(mask_shape: tuple[int, ...], width: int, height: int) -> bool:
+    mask_height, mask_width = mask_shape
+    return abs((mask_width / mask_height) / (width / height) - 1.0) <= ASPECT_TOLERANCE
 
 
 def _check_aspect(mask_shape: tuple[int, ...], width: int, height: int) -> None:
     """A mask of another size is usable (resized) only if its aspect ratio matches."""
-    mask_height, mask_width = mask_shape
-    ratio = (mask_width / mask_height) / (width / height)
-    if abs(ratio - 1.0) > ASPECT_TOLERANCE:
+    if not _aspect_matches(mask_shape, width, height):
+        mask_height, mask_width = mask_shape
         raise Rejected(
             "size_mismatch", f"mask {mask_width}x{mask_height} vs image {width}x{height}"
         )

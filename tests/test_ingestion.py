@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
+from PIL import Image, ImageOps
 from tfx import v1 as tfx
 from tfx.dsl.components.base.base_beam_executor import BaseBeamExecutor
 from tfx.types import artifact_utils, standard_artifacts
@@ -431,6 +431,24 @@ def test_downscale_keeps_aspect_and_binary_mask():
     assert decoded.foreground_fraction == pytest.approx((mask > 0).mean(), abs=0.05)
     kept = decode_pair(_jpeg_bytes(photo), _png(mask), max_side=500)
     assert not kept.reencoded and kept.image == _jpeg_bytes(photo)
+
+
+@pytest.mark.parametrize("orientation", [5, 6, 7, 8])
+def test_a_mask_drawn_on_the_sideways_grid_turns_with_the_photo(orientation):
+    """Labelling tools that ignore EXIF draw on the stored grid; the stored
+    mask must cover the same pixels as the upright photo, as Pillow turns it."""
+    stored_grid = np.ascontiguousarray(_smooth(width=W, height=H))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    photo_bytes = _jpeg_bytes(stored_grid, exif=exif)
+    mask_on_grid = _mask(W, H, (3, 2, 17, 11))  # off centre: a wrong turn moves it
+    decoded = decode_pair(photo_bytes, _png(mask_on_grid))
+    assert (decoded.width, decoded.height) == (H, W)
+    marked = Image.fromarray(mask_on_grid)
+    with_exif = io.BytesIO()
+    marked.save(with_exif, format="PNG", exif=exif)
+    upright = np.asarray(ImageOps.exif_transpose(Image.open(with_exif)))
+    np.testing.assert_array_equal(_pixels(decoded.mask), upright)
 
 
 def test_decode_rejects_with_reasons():
