@@ -332,9 +332,8 @@ class ModelStore:
         now = time.time_ns()
         found: dict[int, Path] = {}
         entries = list(self._model_dir.iterdir()) if self._model_dir.is_dir() else []
-        for entry in entries:
-            if not entry.name.isdigit() or not entry.is_dir():
-                continue
+        versions = [e for e in entries if e.name.isdigit() and e.is_dir()]
+        for entry in versions:
             version = int(entry.name)
             if version in self._served and self._served[version].path == entry:
                 found[version] = entry
@@ -343,7 +342,10 @@ class ModelStore:
             settled = fingerprint is not None and now - fingerprint[0] >= self._settle_ns
             if settled and (entry not in self._failed or self._failed[entry] != fingerprint):
                 found[version] = entry
-        if not found and self._fallback is not None and self._fallback not in self._failed:
+        # Only while nothing is pushed: a pushed version that fails must show
+        # as failed, not be hidden behind the fallback under the same number.
+        pushed = any((entry / "saved_model.pb").is_file() for entry in versions)
+        if not pushed and self._fallback is not None and self._fallback not in self._failed:
             found[1] = self._fallback
         return found
 

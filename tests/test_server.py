@@ -360,6 +360,38 @@ def test_fallback_model_serves_until_a_version_is_pushed(tiny_model, tmp_path):
         server.stop()
 
 
+def _status_or_none(client: Client):
+    """GetModelStatus, or None while the server knows no version (NOT_FOUND)."""
+    try:
+        return client.status()
+    except grpc.RpcError as error:
+        if error.code() != grpc.StatusCode.NOT_FOUND:
+            raise
+        return None
+
+
+def test_a_broken_push_is_reported_not_hidden_by_the_fallback(tiny_model, tmp_path):
+    serving = tmp_path / "serving"
+    broken = serving / NAME / "1"
+    shutil.copytree(tiny_model, broken)
+    (broken / "saved_model.pb").write_bytes(b"\x0a\xff\xff garbage")
+    server = LocalServer(
+        serving, port=0, poll_seconds=0.2, settle_seconds=0.2, fallback_model=tiny_model
+    )
+    server.start()
+    client = Client(server.port)
+    try:
+        wait_for(lambda: _status_or_none(client) is not None)
+        time.sleep(1.0)  # five polls: the fallback must not take version 1's place
+        [status] = _status_or_none(client).values()
+        assert status.state == State.END
+        assert "Failed to load version 1" in status.status.error_message
+        assert server.store.served_versions() == []
+    finally:
+        client.close()
+        server.stop()
+
+
 def test_batching_returns_each_request_its_own_result(tiny_model, tmp_path):
     publish_version(tiny_model, tmp_path, NAME, 1)
     server = start_local_server(
