@@ -111,3 +111,25 @@ def test_pipeline_pushes_only_better_models(tmp_path):
     )
     versions = _versions(tmp_path / "serving")
     assert len(versions) == 2 and versions[-1] > v1
+
+
+def test_curated_schema_stops_data_outside_its_domains(tmp_path):
+    """configs/schema (ImportSchemaGen) is what ExampleValidator checks: data
+    outside a tightened domain stops the run before the Trainer starts."""
+    from google.protobuf import text_format
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    curated = Path(__file__).parents[1] / "configs" / "schema" / "schema.pbtxt"
+    schema = text_format.Parse(curated.read_text(), schema_pb2.Schema())
+    [fraction] = [f for f in schema.feature if f.name == "foreground_fraction"]
+    fraction.float_domain.max = 0.01  # every generated person covers more
+    (tmp_path / "schema").mkdir()
+    (tmp_path / "schema" / "schema.pbtxt").write_text(text_format.MessageToString(schema))
+
+    config = _config(tmp_path, schema_dir=str(tmp_path / "schema"))
+    with pytest.raises(Exception, match="foreground_fraction"):
+        local_runner.run(config)
+    store = _store(config)
+    node_contexts = {c.name.split(".")[-1]: c for c in store.get_contexts_by_type("node")}
+    assert "ImportSchemaGen" in node_contexts and "SchemaGen" not in node_contexts
+    assert "ValidationGate" in node_contexts and "Trainer" not in node_contexts
