@@ -109,8 +109,6 @@ def _latency(fn, size: tuple[int, int], image: bytes | None, runs: int) -> dict:
 
 
 def _score_image(example: EvalExample, probabilities: np.ndarray, scores: SetScores) -> None:
-    import tensorflow as tf
-
     from components import preprocessing as pp
     from components.losses import iou, iou_counts
 
@@ -121,8 +119,7 @@ def _score_image(example: EvalExample, probabilities: np.ndarray, scores: SetSco
     scores.iou_model.append(iou(truth_model, probabilities > 0.5))
     # Exactly what serving_default returns and the IoU gate upsamples.
     quantized = np.round(np.clip(probabilities, 0.0, 1.0) * 255.0).astype(np.uint8)
-    soft = tf.image.resize(quantized[..., None].astype(np.float32) / 255.0, truth_full.shape)
-    pred_full = soft.numpy()[..., 0] > 0.5
+    pred_full = pp.upsample_mask(quantized, *truth_full.shape).numpy() > 0.5
     inter, union = iou_counts(truth_full, pred_full)
     scores.intersection += inter
     scores.union += union

@@ -83,8 +83,7 @@ def _predict_full_resolution(signature, images: tf.Tensor, threshold: float) -> 
         out[defaults.OUTPUT_WIDTH],
         strict=True,
     ):
-        soft = tf.image.resize(tf.cast(mask[..., None], tf.float32) / 255.0, [h, w], "bilinear")
-        masks.append(soft.numpy()[..., 0] > threshold)
+        masks.append(pp.upsample_mask(mask, h, w).numpy() > threshold)
     return masks
 
 

@@ -39,3 +39,10 @@ def resize_image(image: tf.Tensor, height: int, width: int) -> tf.Tensor:
 def resize_mask(mask: tf.Tensor, height: int, width: int) -> tf.Tensor:
     """Area-averaged, so the training target is a soft mask at the model's size."""
     return tf.image.resize(mask, [height, width], method="area")
+
+
+def upsample_mask(mask: tf.Tensor, height, width) -> tf.Tensor:
+    """A served uint8 mask (h, w) as a soft [0, 1] mask (H, W) at the photo's
+    size: how the IoU gate and the benchmarks score a model at full resolution."""
+    soft = tf.cast(mask, tf.float32)[..., None] / 255.0
+    return tf.image.resize(soft, [height, width], method="bilinear")[..., 0]
