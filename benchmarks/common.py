@@ -111,12 +111,8 @@ def synthetic_photo(width: int, height: int, seed: int = 0) -> Image.Image:
 
 def configured_unet(config):
     """The UNet a PipelineConfig describes, as the trainer builds it."""
-    from components.unet import build_unet
+    import dataclasses
 
-    return build_unet(
-        config.image_height,
-        config.image_width,
-        config.unet_filters,
-        config.unet_depth,
-        config.separable,
-    )
+    from components.unet import build_configured_unet
+
+    return build_configured_unet(dataclasses.asdict(config))

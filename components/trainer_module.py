@@ -17,7 +17,7 @@ from tfx import v1 as tfx
 
 from components import dataset, losses
 from components.export import export_saved_model
-from components.unet import build_unet
+from components.unet import build_configured_unet
 
 KERAS_SUBDIR = "keras"
 KERAS_FILE = "model.keras"
@@ -33,13 +33,7 @@ def keras_path(serving_model_dir: str) -> str:
 
 
 def _build_or_warm_start(cfg: dict, base_model: str | None) -> keras.Model:
-    model = build_unet(
-        cfg["image_height"],
-        cfg["image_width"],
-        cfg["unet_filters"],
-        cfg["unet_depth"],
-        cfg["separable"],
-    )
+    model = build_configured_unet(cfg)
     if cfg["warm_start"] and base_model:
         source = keras_path(base_model)
         base = keras.models.load_model(source, compile=False)

@@ -6,8 +6,13 @@ plain UNet and a lighter depthwise-separable variant for CPUs.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import keras
 from keras import layers
+
+# The settings (PipelineConfig field names) that define the architecture.
+ARCHITECTURE_KEYS = ("image_height", "image_width", "unet_filters", "unet_depth", "separable")
 
 
 def _conv_block(x, filters: int, separable: bool):
@@ -41,3 +46,9 @@ def build_unet(
     outputs = layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name="person")(x)
     name = f"unet{'_sep' if separable else ''}_f{filters}_d{depth}"
     return keras.Model(inputs, outputs, name=name)
+
+
+def build_configured_unet(settings: Mapping[str, object]) -> keras.Model:
+    """The UNet the pipeline's settings describe, for the trainer and the benchmarks alike."""
+    height, width, filters, depth, separable = (settings[k] for k in ARCHITECTURE_KEYS)
+    return build_unet(height, width, filters, depth, separable)
