@@ -94,18 +94,29 @@ def _pixels(image: bytes, height: int, width: int):
     return pp.resize_image(pp.decode_rgb(image), height, width)
 
 
-def _latency(fn, size: tuple[int, int], image: bytes | None, runs: int) -> dict:
+def _latencies(calls: dict[str, tuple], image: bytes | None, runs: int) -> dict[str, dict]:
+    """Every variant's calls interleaved, so a change in background load hits all alike."""
     import io
 
     import tensorflow as tf
 
-    height, width = size
-    if image is None:
-        buffer = io.BytesIO()
-        synthetic_photo(width, height).save(buffer, "PNG")
-        image = buffer.getvalue()
-    pixels = tf.expand_dims(_pixels(image, height, width), 0)
-    return summary_ms(time_calls(lambda: fn(pixels=pixels), runs, warmup=3))
+    timed_calls = {}
+    for name, (fn, (height, width)) in calls.items():
+        photo = image
+        if photo is None:
+            buffer = io.BytesIO()
+            synthetic_photo(width, height).save(buffer, "PNG")
+            photo = buffer.getvalue()
+        pixels = tf.expand_dims(_pixels(photo, height, width), 0)
+        timed_calls[name] = lambda fn=fn, pixels=pixels: fn(pixels=pixels)
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(3):  # trace and warm every variant first
+        for call in timed_calls.values():
+            call()
+    for _ in range(runs):
+        for name, call in timed_calls.items():
+            times[name].extend(time_calls(call, 1, warmup=0))
+    return {name: summary_ms(values) for name, values in times.items()}
 
 
 def _score_image(example: EvalExample, probabilities: np.ndarray, scores: SetScores) -> None:
@@ -186,13 +197,20 @@ def run(
         log(SECTION, f"{len(examples)} eval examples from {display_path(split)}")
     results: dict[str, dict] = {}
     sheets: dict[str, str] = {}
-    for index, (name, path) in enumerate(variants.items()):
-        loaded = tf.saved_model.load(str(path))
-        fn = loaded.signatures[defaults.SIGNATURE_FLOAT]
-        size = input_size(loaded)
-        latency = _latency(fn, size, examples[0].image if examples else None, runs)
+    loaded = {name: tf.saved_model.load(str(path)) for name, path in variants.items()}
+    calls = {
+        name: (model.signatures[defaults.SIGNATURE_FLOAT], input_size(model))
+        for name, model in loaded.items()
+    }
+    latencies = _latencies(calls, examples[0].image if examples else None, runs)
+    for index, (name, (fn, size)) in enumerate(calls.items()):
+        latency = latencies[name]
         log(SECTION, f"{name}: {size[1]}x{size[0]}, median {latency['median']} ms per image")
-        entry = {"path": display_path(path), "input": f"{size[1]}x{size[0]}", "latency_ms": latency}
+        entry = {
+            "path": display_path(variants[name]),
+            "input": f"{size[1]}x{size[0]}",
+            "latency_ms": latency,
+        }
         if examples:
             scored = _score(fn, size, examples)
             entry["sets"] = {set_: scores.summary() for set_, scores in scored.items()}
@@ -211,7 +229,8 @@ def run(
         "contact_sheets": {"variant": next(iter(variants)), **sheets} if sheets else {},
         "notes": notes
         + [
-            "latency: predict_float on one image, batch 1, in-process, after 3 warm-up calls",
+            "latency: predict_float on one image, batch 1, in-process, after 3 warm-up calls; "
+            "the variants' calls interleaved",
             "mean_iou_model_res: per-image IoU at model resolution (truth area-downsampled, "
             "both > 0.5); mean_iou_full_res: the uint8 mask upsampled bilinearly to the stored "
             "photo, as components/iou_evaluator.py scores; "
