@@ -12,6 +12,8 @@ ARGS ?=
 OVERLAY ?= gpu
 SERVING_DIR ?= build/serving
 PIPELINE_ROOT ?= build/pipeline_root
+# TensorBoard's folder: one run's Trainer, or e.g. LOGDIR=build/variants for all variants.
+LOGDIR ?= $(PIPELINE_ROOT)/Trainer
 # The model shipped in the repository, served until the pipeline pushes one.
 SHIPPED_MODEL := models/bgremover/1
 
@@ -80,8 +82,8 @@ lock: ## regenerate requirements.lock from pyproject.toml
 protos: ## regenerate the lean client's protobuf modules
 	$(PY) -m serving.protos.generate
 
-tensorboard: ## watch training curves of the local pipeline runs
-	$(RUN) tensorboard --logdir $(PIPELINE_ROOT)/Trainer --bind_all
+tensorboard: ## watch training curves of the local pipeline runs (LOGDIR=build/variants: all variants)
+	$(RUN) tensorboard --logdir $(LOGDIR) --bind_all
 
 clean: ## remove build outputs (not the cached environment)
 	rm -rf build .pytest_cache .ruff_cache
