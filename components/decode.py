@@ -133,7 +133,9 @@ def _open(data: bytes, reason: str, max_side: int) -> tuple[Image.Image, str, in
     return image, image_format, orientation, (width, height)
 
 
-def _follow_photo_rotation(mask: np.ndarray, orientation: int, width: int, height: int):
+def _follow_photo_rotation(
+    mask: np.ndarray, orientation: int, width: int, height: int
+) -> np.ndarray:
     """Turns a mask drawn on a phone photo's stored, sideways grid upright with it.
 
     Many labelling tools ignore EXIF.  For the quarter turns (orientations 5-8)
