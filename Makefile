@@ -44,7 +44,7 @@ format: ## apply ruff's fixes and formatting
 pipeline: ## run the TFX pipeline locally (synthetic data unless DATA_DIR is set)
 	$(PY) -m tfx_pipeline.local_runner $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
 
-variants: ## train each configs/variants/*.toml through the pipeline, one after another (~16 min each)
+variants: ## train each configs/variants/*.toml through the pipeline, one after another (~14 min each)
 	for config in configs/variants/*.toml; do $(MAKE) pipeline CONFIG=$$config || exit 1; done
 
 serve: ## serve pushed models (else the shipped one) over TF Serving's gRPC API on localhost:8500
