@@ -332,19 +332,22 @@ class ModelStore:
         now = time.time_ns()
         found: dict[int, Path] = {}
         entries = list(self._model_dir.iterdir()) if self._model_dir.is_dir() else []
-        versions = [e for e in entries if e.name.isdigit() and e.is_dir()]
-        for entry in versions:
+        pushed = False  # any version directory with its saved_model.pb
+        for entry in entries:
+            if not entry.name.isdigit() or not entry.is_dir():
+                continue
             version = int(entry.name)
             if version in self._served and self._served[version].path == entry:
                 found[version] = entry
+                pushed = True
                 continue
             fingerprint = _fingerprint(entry)
+            pushed = pushed or fingerprint is not None
             settled = fingerprint is not None and now - fingerprint[0] >= self._settle_ns
             if settled and (entry not in self._failed or self._failed[entry] != fingerprint):
                 found[version] = entry
         # Only while nothing is pushed: a pushed version that fails must show
         # as failed, not be hidden behind the fallback under the same number.
-        pushed = any((entry / "saved_model.pb").is_file() for entry in versions)
         if not pushed and self._fallback is not None and self._fallback not in self._failed:
             found[1] = self._fallback
         return found

@@ -40,10 +40,7 @@ def _box_mean(x: np.ndarray, radius: int) -> np.ndarray:
     return (total / area).astype(np.float32)
 
 
-def _brightness(photo: Image.Image, size: tuple[int, int] | None = None) -> np.ndarray:
-    gray = photo.convert("L")
-    if size is not None and gray.size != size:
-        gray = gray.resize(size, Image.Resampling.BILINEAR)
+def _brightness(gray: Image.Image) -> np.ndarray:
     return np.asarray(gray, np.float32) / 255.0
 
 
@@ -59,7 +56,8 @@ def guided_upsample(
         raise ValueError(f"expected a 2-D mask, got shape {mask.shape}")
     scale = min(1.0, WORK_SCALE * max(mask.shape) / max(photo.size))
     work = (max(1, round(photo.width * scale)), max(1, round(photo.height * scale)))
-    guide = _brightness(photo, work)
+    gray = photo.convert("L")  # once: the guide at full size and, downscaled, at work size
+    guide = _brightness(gray.resize(work, Image.Resampling.BILINEAR) if gray.size != work else gray)
     target = _resize(mask.astype(np.float32) / 255.0, work)
     mean_guide = _box_mean(guide, radius)
     mean_target = _box_mean(target, radius)
@@ -69,5 +67,5 @@ def guided_upsample(
     offset = mean_target - slope * mean_guide
     slope = _resize(_box_mean(slope, radius), photo.size)
     offset = _resize(_box_mean(offset, radius), photo.size)
-    refined = slope * _brightness(photo) + offset
+    refined = slope * _brightness(gray) + offset
     return Image.fromarray(np.clip(refined * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
