@@ -49,6 +49,9 @@ def _config(root: Path, **overrides) -> config_lib.PipelineConfig:
         learning_rate=5e-3,
         min_iou=0.1,
         min_improvement=0.01,
+        # The strong augmentation (tests/test_augment.py) slows learning on 64
+        # stick figures past what a few epochs show; the push logic is under test.
+        augment=False,
     )
     settings.update(overrides)
     return config_lib.load(**settings)
