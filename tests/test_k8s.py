@@ -8,7 +8,9 @@ checked as data, and TF Serving's config files are parsed with its protos.
 from __future__ import annotations
 
 import copy
+import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -343,12 +345,83 @@ def test_network_policy_admits_only_clients_and_monitoring(rendered, overlay):
     ]
 
 
-def test_render_main_writes_one_file_per_overlay(kubectl, tmp_path, capsys):
+def test_render_main_writes_the_models_config_apart(kubectl, rendered, tmp_path, capsys):
     assert k8s_render.main([str(tmp_path / "k8s")]) == 0
     for name in OVERLAYS:
-        objects = k8s_render.parse((tmp_path / "k8s" / f"{name}.yaml").read_text())
-        assert one(objects, "Deployment")
+        workload = k8s_render.parse((tmp_path / "k8s" / f"{name}.yaml").read_text())
+        models = k8s_render.parse((tmp_path / "k8s" / f"{name}-models-config.yaml").read_text())
+        assert one(workload, "Deployment")
+        assert [k8s_render.object_name(o) for o in models] == [
+            f"ConfigMap/{k8s_render.MODELS_CONFIGMAP}"
+        ]
+        assert workload[0]["kind"] == "Namespace"  # created before what lives in it
+        assert sorted(map(k8s_render.object_name, workload + models)) == sorted(
+            map(k8s_render.object_name, rendered[name])
+        )
     assert "valid for Kubernetes" in capsys.readouterr().out
+
+
+FAKE_KUBECTL = """#!/usr/bin/env bash
+echo "$*" >> "$CALLS"
+[[ $1 != get ]] || [[ -n ${EXISTS:-} ]]
+"""
+
+
+def deploy(
+    tmp_path: Path,
+    *args: str,
+    exists: bool,
+    rendered: tuple[str, ...] = ("gpu.yaml", "gpu-models-config.yaml"),
+) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """k8s/deploy.sh against a kubectl that records its calls and knows one cluster state."""
+    fake = tmp_path / "kubectl"
+    fake.write_text(FAKE_KUBECTL)
+    fake.chmod(0o755)
+    for name in rendered:
+        (tmp_path / name).write_text("{}\n")
+    calls = tmp_path / "calls"
+    env = {**os.environ, "KUBECTL": str(fake), "K8S_DIR": str(tmp_path), "CALLS": str(calls)}
+    if exists:
+        env["EXISTS"] = "1"
+    proc = subprocess.run(
+        ["bash", str(k8s_render.REPO / "k8s" / "deploy.sh"), "gpu", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    recorded = calls.read_text().splitlines() if calls.exists() else []
+    return proc, [line.replace(str(tmp_path) + "/", "") for line in recorded]
+
+
+def test_deploy_creates_the_models_config_only_when_missing(tmp_path):
+    proc, calls = deploy(tmp_path, exists=False)
+    assert proc.returncode == 0, proc.stderr
+    assert calls == [
+        "apply -f gpu.yaml",
+        "get -f gpu-models-config.yaml -o name",
+        "create --save-config -f gpu-models-config.yaml",
+    ]
+
+
+def test_redeploy_keeps_a_models_config_that_rollout_edited(tmp_path):
+    proc, calls = deploy(tmp_path, exists=True)
+    assert proc.returncode == 0, proc.stderr
+    assert calls == ["apply -f gpu.yaml", "get -f gpu-models-config.yaml -o name"]
+    assert "kept the live models config" in proc.stdout
+
+
+def test_deploy_resets_the_models_config_when_asked(tmp_path):
+    proc, calls = deploy(tmp_path, "--reset-models-config", exists=True)
+    assert proc.returncode == 0, proc.stderr
+    assert calls == ["apply -f gpu.yaml", "apply -f gpu-models-config.yaml"]
+
+
+def test_deploy_without_rendered_files_says_what_to_run(tmp_path):
+    proc, calls = deploy(tmp_path, exists=False, rendered=("gpu.yaml",))
+    assert proc.returncode == 2
+    assert "gpu-models-config.yaml is missing; run make k8s" in proc.stderr
+    assert calls == []  # nothing half-applied
 
 
 def test_render_reports_a_broken_overlay(kubectl, tmp_path):
