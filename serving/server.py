@@ -126,6 +126,9 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             signature = model.signature_def(signature_name)
             inputs = tensor_io.parse_inputs(signature, request.inputs)
             wanted = tensor_io.check_output_filter(signature, request.output_filter)
+            log.debug(
+                "Predict %s version %d %s", self._store.model_name, model.version, signature_name
+            )
             outputs = model.predict(signature_name, inputs)
         except ServingError as error:
             context.abort(error.code, error.message)
@@ -430,6 +433,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--fallback-model", help="SavedModel served as version 1 until one exists")
     parser.add_argument("--grace-seconds", type=float, default=10.0, help="on SIGTERM")
+    parser.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning"],
+        default="info",
+        help="debug also logs every Predict as it arrives (%(default)s)",
+    )
     return parser
 
 
@@ -463,7 +472,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if (args.serving_dir is None) == (args.model_config_file is None):
         parser.error("give --serving-dir or --model-config-file (which names the base_path)")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s"
+    )
     try:
         server = _server_from(args)
     except (ServingError, ValueError) as error:

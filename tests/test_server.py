@@ -442,7 +442,7 @@ def test_cli_finishes_in_flight_requests_on_sigterm(tiny_model, tmp_path):
     command = [
         sys.executable, "-m", "serving.server", "--serving-dir", str(tmp_path),
         "--port", "0", "--poll-seconds", "0.2", "--enable-batching",
-        "--batch-timeout-ms", "1500",
+        "--batch-timeout-ms", "1500", "--log-level", "debug",
     ]  # fmt: skip
     process = subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE, text=True)
     lines: queue.Queue[str] = queue.Queue()
@@ -470,7 +470,7 @@ def test_cli_finishes_in_flight_requests_on_sigterm(tiny_model, tmp_path):
         in_flight = client.predict_stub.Predict.future(
             _request([encode_image(8, 8)]), timeout=30
         )  # waits ~1.5 s in the batcher
-        time.sleep(0.5)
+        read_until(r"Predict bgremover version 1")  # the server holds it
         process.send_signal(signal.SIGTERM)
         assert in_flight.result().model_spec.version.value == 1
         assert process.wait(timeout=60) == 0
