@@ -2,19 +2,27 @@
 
 The Pusher only writes files; this asks the server (TF Serving or the local
 server, over gRPC) until the pushed version is AVAILABLE, then sends a smoke
-Predict pinned to that version, and fails the run if either does not happen.
+Predict pinned to that version and compares its mask with the pushed
+SavedModel's own answer, run here: a server that serves something else under
+that version number (a stale copy, a broken accelerator) fails the run.
 """
 
 import time
 
 import numpy as np
+import tensorflow as tf
 from absl import logging
 from PIL import Image
 from tfx import v1 as tfx
 
+from serving import defaults, images
 from serving.client import BackgroundRemover, BackgroundRemoverError
 
 PushedModel = tfx.types.standard_artifacts.PushedModel
+
+# Served and local masks may differ by a few levels (another build, a GPU), not more.
+MASK_LEVELS_APART = 16
+MAX_PIXELS_APART = 0.01
 
 
 class RolloutFailed(RuntimeError):
@@ -57,11 +65,27 @@ def wait_until_available(
     )
 
 
-def check_rollout(address: str, model: str, version: int, timeout_s: float) -> None:
+def expected_mask(saved_model_dir: str, photo: Image.Image) -> Image.Image:
+    """The pushed model's mask of ``photo``, run in-process as the client would ask for it."""
+    model = tf.saved_model.load(saved_model_dir)
+    encoded = images.encode_for_request(photo, max(photo.size))
+    outputs = model.signatures[defaults.SIGNATURE_BYTES](
+        **{defaults.INPUT_IMAGES: tf.constant([encoded])}
+    )
+    mask = outputs[defaults.OUTPUT_MASK].numpy()[0].astype(np.uint8)
+    return Image.fromarray(mask, "L").resize(photo.size, Image.Resampling.BILINEAR)
+
+
+def check_rollout(
+    address: str, model: str, version: int, timeout_s: float, pushed_dir: str | None = None
+) -> None:
+    """Fails unless ``version`` is AVAILABLE and answers a mask (the pushed model's, if given)."""
     with BackgroundRemover(address, model, timeout=min(30.0, timeout_s)) as remover:
         wait_until_available(remover, version, timeout_s)
     photo = smoke_image()
-    with BackgroundRemover(address, model, version=version, timeout=30.0) as pinned:
+    with BackgroundRemover(
+        address, model, version=version, timeout=30.0, refine=False, max_side=max(photo.size)
+    ) as pinned:
         try:
             mask = pinned.mask(photo)
         except BackgroundRemoverError as e:
@@ -71,6 +95,15 @@ def check_rollout(address: str, model: str, version: int, timeout_s: float) -> N
             f"smoke Predict on version {version} answered a {mask.mode} mask of {mask.size}, "
             f"expected L of {photo.size}"
         )
+    if pushed_dir is not None:
+        served = np.asarray(mask, dtype=np.int16)
+        local = np.asarray(expected_mask(pushed_dir, photo), dtype=np.int16)
+        apart = float(np.mean(np.abs(served - local) > MASK_LEVELS_APART))
+        if apart > MAX_PIXELS_APART:
+            raise RolloutFailed(
+                f"version {version} on {address} is not the pushed model: its mask differs "
+                f"from {pushed_dir}'s on {apart:.1%} of the pixels"
+            )
     logging.info("Rollout check: version %d of %s serves on %s", version, model, address)
 
 
@@ -85,4 +118,4 @@ def RolloutCheck(  # noqa: N802 - TFX names components like classes
         logging.info("Rollout check: nothing was pushed, the served model stays as it is")
         return
     version = int(pushed_model.get_string_custom_property("pushed_version"))
-    check_rollout(server, model_name, version, timeout_s)
+    check_rollout(server, model_name, version, timeout_s, pushed_dir=pushed_model.uri)
