@@ -22,7 +22,7 @@ SHIPPED_MODEL := models/bgremover/1
         k8s deploy deploy-models-config bench data lock protos tensorboard clean variants
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-21s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[1m%-21s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 setup: ## build the environment (cached under ~/.cache/background-remover, keyed by the lock)
 	@bash scripts/env.sh setup
@@ -60,7 +60,7 @@ status: ## print the served model versions
 kubeflow: ## compile the pipeline for Kubeflow Pipelines into build/pipeline.json
 	$(PY) -m tfx_pipeline.kubeflow_runner --config $(or $(CONFIG),configs/kubeflow.toml) $(ARGS)
 
-kubeflow-submit: kubeflow ## submit build/pipeline.json to $$KFP_ENDPOINT
+kubeflow-submit: kubeflow ## submit build/pipeline.json to $KFP_ENDPOINT
 	$(PY) -m tfx_pipeline.kubeflow_submit build/pipeline.json $(ARGS)
 
 k8s: ## render the Kubernetes overlays into build/k8s/
