@@ -13,11 +13,16 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps
 
+from serving.images import to_rgb
+
 # Masks whose aspect ratio differs from the photo's by less than this are resized.
 ASPECT_TOLERANCE = 0.01
 JPEG_QUALITY = 95
 # Modes whose JPEG/PNG bytes TensorFlow decodes to the same RGB pixels as Pillow.
-_KEEP_MODES = {"JPEG": {"RGB", "L"}, "PNG": {"RGB", "RGBA", "L", "LA"}}
+# Stored as they are; any other mode is converted exactly as the client converts
+# photos before sending them (transparency onto white, 16-bit scaled), so that
+# training sees what serving will see.
+_KEEP_MODES = {"JPEG": {"RGB", "L"}, "PNG": {"RGB", "L"}}
 _EXIF_ORIENTATION = 0x0112
 # What ImageOps.exif_transpose applies for the orientations that swap sides.
 _QUARTER_TURNS = {
@@ -170,11 +175,9 @@ def _mask_image(mask: np.ndarray) -> Image.Image:
 
 def _encode(image: Image.Image, source_format: str) -> bytes:
     """JPEG sources stay JPEG; everything else becomes PNG (lossless)."""
-    if source_format == "JPEG":
-        return _save(image if image.mode in ("RGB", "L") else image.convert("RGB"), "JPEG")
-    if image.mode not in _KEEP_MODES["PNG"]:
-        image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
-    return _save(image, "PNG")
+    if image.mode not in ("RGB", "L"):
+        image = to_rgb(image)
+    return _save(image, "JPEG" if source_format == "JPEG" else "PNG")
 
 
 def _save(image: Image.Image, image_format: str) -> bytes:

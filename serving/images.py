@@ -58,9 +58,14 @@ def to_rgb(image: Image.Image) -> Image.Image:
     """Converts any Pillow mode to 8-bit RGB; transparent areas become white."""
     mode = image.mode
     if mode.startswith("I;16") or mode in ("I", "F"):
-        # 16-bit (or 32-bit) grayscale: scale to 8 bits instead of clipping at 255.
+        # 16-bit (or 32-bit) grayscale: scale to 8 bits instead of clipping at 255;
+        # floating-point images usually hold 0..1.
         values = np.asarray(image, dtype=np.float64)
-        scale = 257.0 if mode != "F" and values.max(initial=0) > 255 else 1.0
+        brightest = values.max(initial=0)
+        if mode == "F" and brightest <= 1.0:
+            scale = 1 / 255
+        else:
+            scale = 257.0 if mode != "F" and brightest > 255 else 1.0
         gray = Image.fromarray(np.clip(np.rint(values / scale), 0, 255).astype(np.uint8), "L")
         rgb = gray.convert("RGB")
     elif mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:

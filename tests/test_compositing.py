@@ -145,6 +145,8 @@ def test_mode_conversions_keep_the_right_colours():
     assert sixteen.getpixel((0, 0)) == (255, 255, 255)  # scaled, not 65535 clipped oddly
     half = images.to_rgb(Image.fromarray(np.full((4, 4), 32896, np.uint16)))
     assert half.getpixel((0, 0)) == (128, 128, 128)
+    unit_float = images.to_rgb(Image.fromarray(np.full((4, 4), 0.5, np.float32)))
+    assert unit_float.getpixel((0, 0)) == (128, 128, 128)  # 0..1, not near black
     black_cmyk = images.load(_encoded(Image.new("CMYK", (4, 4), (0, 0, 0, 255)), "TIFF"))
     assert black_cmyk.getpixel((0, 0)) == (0, 0, 0)
     clear = images.load(_encoded(Image.new("RGBA", (4, 4), (10, 20, 30, 0)), "PNG"))

@@ -433,6 +433,17 @@ def test_downscale_keeps_aspect_and_binary_mask():
     assert not kept.reencoded and kept.image == _jpeg_bytes(photo)
 
 
+def test_photos_are_converted_as_the_client_converts_them():
+    """Training must see what serving sends: transparency on white, 16 bits scaled."""
+    mask = _png(_mask())
+    clear = np.zeros((H, W, 4), np.uint8)  # transparent black
+    stored = _pixels(decode_pair(_png(clear), mask).image)
+    assert stored.shape == (H, W, 3) and stored.min() == 255
+    mid_gray = np.full((H, W), 32896, np.uint16)  # 16 bits; clipping would make it white
+    stored = _pixels(decode_pair(_png(mid_gray), mask).image)
+    assert stored.shape == (H, W, 3) and set(np.unique(stored)) == {128}
+
+
 @pytest.mark.parametrize("orientation", [5, 6, 7, 8])
 def test_a_mask_drawn_on_the_sideways_grid_turns_with_the_photo(orientation):
     """Labelling tools that ignore EXIF draw on the stored grid; the stored
