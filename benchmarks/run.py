@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks import report
+from benchmarks import readme_table, report
 from benchmarks.common import REPO, SHARED_DATA, log, machine, parse_size
 
 BENCHMARKS = report.ORDER
@@ -63,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--variants", help="name=dir,... SavedModels for latency and IoU")
     parser.add_argument("--ccp-dir", default=str(SHARED_DATA / "ccp"), help="ingestion data")
     parser.add_argument("--photo-size", default="1080x1920", help="serving photo WIDTHxHEIGHT")
+    parser.add_argument(
+        "--readme",
+        default=str(REPO / "README.md"),
+        help="file whose marked model table a full model run rewrites ('' to leave it)",
+    )
     return parser
 
 
@@ -149,6 +154,16 @@ def _run_one(name: str, runner: Callable[[], dict], quick: bool) -> dict:
     return {**stamp, "duration_s": round(seconds, 1), **section}
 
 
+def _update_readme(readme: str, model: dict | None, quick: bool) -> None:
+    """Only a full run that measured IoU speaks for the README."""
+    if not readme or quick or not model or "error" in model or not model.get("eval_split"):
+        return
+    if readme_table.update(Path(readme), model):
+        print(f"model table rewritten in {readme}", flush=True)
+    else:
+        print(f"{readme} has no {readme_table.BEGIN} marker: table not written", flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     selected = _selected(args.only)
@@ -163,6 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = report.merge(out_dir / "results.json", machine(), sections)
     json_path, md_path = report.write(out_dir, results)
     print(f"results: {json_path} and {md_path}", flush=True)
+    _update_readme(args.readme, sections.get("model"), args.quick)
     failed = [name for name, section in sections.items() if "error" in section]
     if failed:
         print(f"failed: {', '.join(failed)}", flush=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from benchmarks import report, run
+from benchmarks import readme_table, report, run
 from benchmarks.contact_sheet import BOX
 from benchmarks.examples import write_synthetic_split
 from benchmarks.models import parse_variants
@@ -174,3 +174,39 @@ def test_markdown_renders_failed_and_skipped_sections():
     }
     text = report.markdown(results)
     assert "Failed: `RuntimeError: boom`" in text and "Skipped: no SavedModel" in text
+
+
+README_TEXT = "# Title\n\nBefore.\n\n{begin}\n| old | table |\n{end}\n\nAfter.\n"
+
+
+def test_full_model_run_rewrites_the_readme_table_only(bench, tmp_path):
+    model = _results(bench)["model"]
+    readme = tmp_path / "README.md"
+    original = README_TEXT.format(begin=readme_table.BEGIN, end=readme_table.END)
+    readme.write_text(original)
+    run._update_readme(str(readme), model, quick=True)  # a smoke run speaks for nothing
+    assert readme.read_text() == original
+    run._update_readme(str(readme), model, quick=False)
+    text = readme.read_text()
+    assert text.startswith("# Title\n\nBefore.\n\n") and text.endswith("\n\nAfter.\n")
+    assert "| old | table |" not in text
+    tiny = model["variants"]["tiny"]
+    ccp = tiny["sets"]["ccp"]
+    row = next(line for line in text.splitlines() if line.startswith("| tiny |"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[2:5] == [
+        "32×32",
+        f"{tiny['latency_ms']['median']:.1f} ms",
+        f"{ccp['mean_iou_full_res']:.3f}",
+    ]
+    assert "| target |" in text
+    run._update_readme(str(readme), model, quick=False)  # idempotent: one table, not two
+    assert readme.read_text() == text
+
+
+def test_readme_without_markers_is_left_alone(bench, tmp_path, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text("# No table here\n")
+    run._update_readme(str(readme), _results(bench)["model"], quick=False)
+    assert readme.read_text() == "# No table here\n"
+    assert "no <!-- make bench: model table --> marker" in capsys.readouterr().out
