@@ -10,7 +10,6 @@ wheel uploaded at compile time.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 import time
@@ -18,6 +17,7 @@ import time
 from tfx import v1 as tfx
 
 from tfx_pipeline import config as config_lib
+from tfx_pipeline.logs import configure_logging
 from tfx_pipeline.pipeline import create_pipeline
 
 DEFAULT_OUTPUT = os.path.join("build", "pipeline.json")
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default=DEFAULT_OUTPUT, help="where the spec is written")
     parser.add_argument("--data-version", help="identifies the input data (default: now)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    configure_logging()
     path = compile_pipeline(config_lib.from_args(args), args.output, args.data_version)
     print(f"wrote {path}")
     return 0

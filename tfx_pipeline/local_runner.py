@@ -18,6 +18,7 @@ from tfx import v1 as tfx
 
 from tfx_pipeline import config as config_lib
 from tfx_pipeline import synthetic
+from tfx_pipeline.logs import configure_logging
 from tfx_pipeline.pipeline import create_pipeline
 
 
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     config_lib.add_arguments(parser)
     parser.add_argument("--no-cache", action="store_true", help="rerun every component")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    configure_logging()
     run(config_lib.from_args(args), enable_cache=not args.no_cache)
     return 0
 
