@@ -2,8 +2,8 @@
 
 Three runs share one pipeline root and ML Metadata store, as a user's would:
 a first model is pushed; an untrained one is evaluated against it and not
-pushed; a warm-started, longer-trained one beats it and is pushed as a
-higher version.
+pushed; a warm-started, longer-trained one beats it, is pushed as a higher
+version, and RolloutCheck sees a running local server serve it.
 """
 
 import json
@@ -16,6 +16,7 @@ import tensorflow as tf
 from ml_metadata.proto import metadata_store_pb2
 
 from serving import defaults
+from tests.serving_fixtures import start_local_server
 from tfx_pipeline import config as config_lib
 from tfx_pipeline import local_runner
 
@@ -96,24 +97,38 @@ def test_pipeline_pushes_only_better_models(tmp_path):
     first_eval = _latest_evaluation(store)
     assert first_eval["blessed"] and first_eval["baseline"] is None
 
-    # An untrained model: evaluated against the pushed one, and not pushed.
-    local_runner.run(_config(tmp_path, learning_rate=0.0, epochs=1))
-    second_eval = _latest_evaluation(store)
-    assert not second_eval["blessed"], second_eval
-    assert second_eval["baseline"]["foreground_iou"] == pytest.approx(
-        first_eval["candidate"]["foreground_iou"], abs=1e-6
-    )
-    assert _versions(tmp_path / "serving") == [v1]
+    # From here on a server serves the pushed models, and each run checks the rollout.
+    server = start_local_server(tmp_path / "serving")
+    try:
+        # An untrained model: evaluated against the pushed one, and not pushed.
+        local_runner.run(
+            _config(tmp_path, learning_rate=0.0, epochs=1, rollout_server=server.address)
+        )
+        second_eval = _latest_evaluation(store)
+        assert not second_eval["blessed"], second_eval
+        assert second_eval["baseline"]["foreground_iou"] == pytest.approx(
+            first_eval["candidate"]["foreground_iou"], abs=1e-6
+        )
+        assert _versions(tmp_path / "serving") == [v1]
 
-    # Warm-started from the blessed model and trained longer: better, pushed higher.
-    local_runner.run(_config(tmp_path, warm_start=True, epochs=12))
-    third_eval = _latest_evaluation(store)
-    assert third_eval["blessed"], third_eval
-    assert (
-        third_eval["candidate"]["foreground_iou"] > first_eval["candidate"]["foreground_iou"] + 0.01
-    )
-    versions = _versions(tmp_path / "serving")
-    assert len(versions) == 2 and versions[-1] > v1
+        # Warm-started from the blessed model and trained longer: better, pushed higher.
+        local_runner.run(
+            _config(tmp_path, warm_start=True, epochs=12, rollout_server=server.address)
+        )
+        third_eval = _latest_evaluation(store)
+        assert third_eval["blessed"], third_eval
+        assert (
+            third_eval["candidate"]["foreground_iou"]
+            > first_eval["candidate"]["foreground_iou"] + 0.01
+        )
+        versions = _versions(tmp_path / "serving")
+        assert len(versions) == 2 and versions[-1] > v1
+        assert versions[-1] in server.store.served_versions()
+    finally:
+        server.stop(grace=0)
+    [check] = [c for c in store.get_contexts_by_type("node") if c.name.endswith("RolloutCheck")]
+    states = [e.last_known_state for e in store.get_executions_by_context(check.id)]
+    assert states == [complete, complete], states  # nothing to check, then version 2 served
 
 
 def test_curated_schema_stops_data_outside_its_domains(tmp_path):
