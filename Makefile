@@ -69,10 +69,10 @@ k8s: ## render the Kubernetes overlays into build/k8s/
 deploy: k8s ## apply an overlay to the current cluster (OVERLAY=gpu|cpu); keeps the live models config
 	$(RUN) bash k8s/deploy.sh $(OVERLAY)
 
-deploy-models-config: k8s ## replace the live models config with k8s/base/config/models.config
+deploy-models-config: k8s ## replace only the live models config with the rendered one (k8s/base/config/models.config)
 	$(RUN) bash k8s/deploy.sh $(OVERLAY) --reset-models-config
 
-bench: ## benchmarks; results land in build/bench/
+bench: ## benchmarks into build/bench/; a full model run also rewrites the README model table
 	$(PY) -m benchmarks.run $(ARGS)
 
 data: ## fetch the Kaggle TikTok dancing dataset into data/tiktok (needs Kaggle credentials)

@@ -19,10 +19,10 @@ from serving.images import to_rgb
 ASPECT_TOLERANCE = 0.01
 JPEG_QUALITY = 95
 # Modes whose JPEG/PNG bytes TensorFlow decodes to the same RGB pixels as Pillow.
-# Stored as they are; any other mode is converted exactly as the client converts
-# photos before sending them (transparency onto white, 16-bit scaled), so that
-# training sees what serving will see.
-_KEEP_MODES = {"JPEG": {"RGB", "L"}, "PNG": {"RGB", "L"}}
+# RGB or gray photos of these formats are stored as they are.  Any other mode,
+# and transparency, is converted exactly as the client converts photos before
+# sending them (onto white, 16 bits scaled), so training sees what serving will.
+_KEPT = ("JPEG", "PNG")
 _EXIF_ORIENTATION = 0x0112
 # What ImageOps.exif_transpose applies for the orientations that swap sides.
 _QUARTER_TURNS = {
@@ -61,6 +61,9 @@ def decode_pair(image_bytes: bytes, mask_bytes: bytes, max_side: int = 0) -> Dec
     mask = binarize_mask(_open(mask_bytes, "unreadable_mask", 0)[0])
     mask = _follow_photo_rotation(mask, orientation, width, height)
     _check_aspect(mask.shape, width, height)
+    converted = image.mode not in ("RGB", "L") or "transparency" in image.info
+    if converted:  # before resizing: palettes and 16 bits resize badly
+        image = to_rgb(image)
     size = _target_size(width, height, max_side)
     if image.size != size:
         image = image.resize(size, Image.Resampling.LANCZOS)
@@ -70,9 +73,8 @@ def decode_pair(image_bytes: bytes, mask_bytes: bytes, max_side: int = 0) -> Dec
         raise Rejected("empty_mask", "no foreground pixel")
 
     rotated = orientation not in (0, 1)
-    keep = (
-        not rotated and size == (width, height) and image.mode in _KEEP_MODES.get(image_format, ())
-    )
+    keep = not (rotated or converted) and size == (width, height) and image_format in _KEPT
+
     return Decoded(
         image=image_bytes if keep else _encode(image, image_format),
         mask=_save(_mask_image(mask), "PNG"),
@@ -175,8 +177,6 @@ def _mask_image(mask: np.ndarray) -> Image.Image:
 
 def _encode(image: Image.Image, source_format: str) -> bytes:
     """JPEG sources stay JPEG; everything else becomes PNG (lossless)."""
-    if image.mode not in ("RGB", "L"):
-        image = to_rgb(image)
     return _save(image, "JPEG" if source_format == "JPEG" else "PNG")
 
 

@@ -46,7 +46,7 @@ from tensorflow_serving.config import model_server_config_pb2
 from serving import defaults, tensor_io
 from serving.model_store import BatchOptions, ModelStore, ServedModel, ServingError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("serving.server")  # not __name__: "__main__" under python -m
 
 SIGNATURE_DEF_FIELD = "signature_def"
 PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
@@ -437,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level",
         choices=["debug", "info", "warning"],
         default="info",
-        help="debug also logs every Predict as it arrives (%(default)s)",
+        help="of this server's lines; debug adds every Predict as it arrives (%(default)s)",
     )
     return parser
 
@@ -472,9 +472,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if (args.serving_dir is None) == (args.model_config_file is None):
         parser.error("give --serving-dir or --model-config-file (which names the base_path)")
+    level = args.log_level.upper()
+    # Other libraries stay at INFO at most: debug is for this server's own lines.
     logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s"
+        level=max(logging.INFO, logging.getLevelName(level)),
+        format="%(asctime)s %(levelname)s %(message)s",
     )
+    logging.getLogger("serving").setLevel(level)
     try:
         server = _server_from(args)
     except (ServingError, ValueError) as error:

@@ -86,12 +86,19 @@ def validate(objects: list[dict], version: str = KUBERNETES_VERSION) -> list[str
 
 
 def split_models_config(objects: list[dict]) -> tuple[list[dict], list[dict]]:
-    """(everything else, the models ConfigMap): deployed with different rules."""
+    """(everything else, the models ConfigMap): deployed with different rules.
+
+    Exactly one models ConfigMap must be there: renamed or hashed, deploys
+    would create nothing and rollouts would edit a ConfigMap nobody mounts.
+    """
 
     def is_models(obj: dict) -> bool:
         return obj.get("kind") == "ConfigMap" and obj["metadata"]["name"] == MODELS_CONFIGMAP
 
-    return [o for o in objects if not is_models(o)], [o for o in objects if is_models(o)]
+    models = [o for o in objects if is_models(o)]
+    if len(models) != 1:
+        raise RenderError(f"expected one ConfigMap/{MODELS_CONFIGMAP}, found {len(models)}")
+    return [o for o in objects if not is_models(o)], models
 
 
 def dump(objects: list[dict]) -> str:
@@ -129,7 +136,12 @@ def main(argv: list[str] | None = None) -> int:
         if errors:
             failed = True
             continue
-        workload, models_config = split_models_config(objects)
+        try:
+            workload, models_config = split_models_config(objects)
+        except RenderError as e:
+            print(f"{name}: {e}", file=sys.stderr)
+            failed = True
+            continue
         out = args.out_dir / f"{name}.yaml"
         out.write_text(dump(workload))
         (args.out_dir / f"{name}-models-config.yaml").write_text(dump(models_config))

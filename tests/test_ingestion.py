@@ -439,6 +439,10 @@ def test_photos_are_converted_as_the_client_converts_them():
     clear = np.zeros((H, W, 4), np.uint8)  # transparent black
     stored = _pixels(decode_pair(_png(clear), mask).image)
     assert stored.shape == (H, W, 3) and stored.min() == 255
+    keyed = io.BytesIO()  # an RGB PNG whose black is declared transparent (tRNS)
+    Image.new("RGB", (W, H)).save(keyed, format="PNG", transparency=(0, 0, 0))
+    stored = _pixels(decode_pair(keyed.getvalue(), mask).image)
+    assert stored.min() == 255
     mid_gray = np.full((H, W), 32896, np.uint16)  # 16 bits; clipping would make it white
     stored = _pixels(decode_pair(_png(mid_gray), mask).image)
     assert stored.shape == (H, W, 3) and set(np.unique(stored)) == {128}

@@ -361,9 +361,20 @@ def test_render_main_writes_the_models_config_apart(kubectl, rendered, tmp_path,
     assert "valid for Kubernetes" in capsys.readouterr().out
 
 
+def test_a_missing_models_configmap_fails_the_render(rendered):
+    without = [o for o in rendered["gpu"] if o["kind"] != "ConfigMap"]
+    with pytest.raises(k8s_render.RenderError, match="expected one ConfigMap"):
+        k8s_render.split_models_config(without)
+
+
+# Records its calls; `get --ignore-not-found` prints the object only if it EXISTS,
+# and fails as a forbidden request would when DENIED.
 FAKE_KUBECTL = """#!/usr/bin/env bash
 echo "$*" >> "$CALLS"
-[[ $1 != get ]] || [[ -n ${EXISTS:-} ]]
+if [[ $1 == get ]]; then
+  [[ -z ${DENIED:-} ]] || { echo "Error from server (Forbidden)" >&2; exit 1; }
+  [[ -z ${EXISTS:-} ]] || echo configmap/bgremover-models-config
+fi
 """
 
 
@@ -371,6 +382,7 @@ def deploy(
     tmp_path: Path,
     *args: str,
     exists: bool,
+    denied: bool = False,
     rendered: tuple[str, ...] = ("gpu.yaml", "gpu-models-config.yaml"),
 ) -> tuple[subprocess.CompletedProcess, list[str]]:
     """k8s/deploy.sh against a kubectl that records its calls and knows one cluster state."""
@@ -383,6 +395,8 @@ def deploy(
     env = {**os.environ, "KUBECTL": str(fake), "K8S_DIR": str(tmp_path), "CALLS": str(calls)}
     if exists:
         env["EXISTS"] = "1"
+    if denied:
+        env["DENIED"] = "1"
     proc = subprocess.run(
         ["bash", str(k8s_render.REPO / "k8s" / "deploy.sh"), "gpu", *args],
         env=env,
@@ -399,7 +413,7 @@ def test_deploy_creates_the_models_config_only_when_missing(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert calls == [
         "apply -f gpu.yaml",
-        "get -f gpu-models-config.yaml -o name",
+        "get --ignore-not-found -f gpu-models-config.yaml -o name",
         "create --save-config -f gpu-models-config.yaml",
     ]
 
@@ -407,14 +421,30 @@ def test_deploy_creates_the_models_config_only_when_missing(tmp_path):
 def test_redeploy_keeps_a_models_config_that_rollout_edited(tmp_path):
     proc, calls = deploy(tmp_path, exists=True)
     assert proc.returncode == 0, proc.stderr
-    assert calls == ["apply -f gpu.yaml", "get -f gpu-models-config.yaml -o name"]
+    assert calls == [
+        "apply -f gpu.yaml",
+        "get --ignore-not-found -f gpu-models-config.yaml -o name",
+    ]
     assert "kept the live models config" in proc.stdout
 
 
 def test_deploy_resets_the_models_config_when_asked(tmp_path):
     proc, calls = deploy(tmp_path, "--reset-models-config", exists=True)
     assert proc.returncode == 0, proc.stderr
-    assert calls == ["apply -f gpu.yaml", "apply -f gpu-models-config.yaml"]
+    assert calls == ["apply -f gpu-models-config.yaml"]  # the workload is left as it is
+
+
+def test_deploy_stops_when_the_cluster_refuses_to_say(tmp_path):
+    proc, calls = deploy(tmp_path, exists=True, denied=True)
+    assert proc.returncode != 0
+    assert "Forbidden" in proc.stderr
+    assert not any(call.startswith("create") for call in calls)
+
+
+def test_deploy_refuses_an_unknown_option_before_touching_the_cluster(tmp_path):
+    proc, calls = deploy(tmp_path, "--rest-models-config", exists=False)
+    assert proc.returncode == 2 and "usage" in proc.stderr
+    assert calls == []
 
 
 def test_deploy_without_rendered_files_says_what_to_run(tmp_path):
