@@ -101,8 +101,20 @@ def split_models_config(objects: list[dict]) -> tuple[list[dict], list[dict]]:
     return [o for o in objects if not is_models(o)], models
 
 
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (the config files in ConfigMaps) as readable literal blocks."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
 def dump(objects: list[dict]) -> str:
-    return yaml.safe_dump_all(objects, sort_keys=False)
+    return yaml.dump_all(objects, Dumper=_Dumper, sort_keys=False)
 
 
 def main(argv: list[str] | None = None) -> int:
