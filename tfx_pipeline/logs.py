@@ -2,13 +2,18 @@
 
 import logging
 
+from absl import logging as absl_logging
+
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def configure_logging() -> None:
-    """INFO on stderr, replacing the WARNING-level handler an imported library installs.
+    """INFO on stderr, and kept there.
 
-    Without ``force`` the earlier handler wins silently and the trainer's own
-    lines (warm start, time budget, export) never show.
+    ``force`` replaces the WARNING-level handler an imported library installs.
+    absl's verbosity is set too: every SavedModel save silences absl and then
+    restores absl's verbosity flag, which defaults to WARNING, so without it the
+    trainer's last lines and everything after the Trainer would not show.
     """
     logging.basicConfig(level=logging.INFO, format=FORMAT, force=True)
+    absl_logging.set_verbosity(absl_logging.INFO)
