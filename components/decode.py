@@ -18,10 +18,10 @@ from serving.images import to_rgb
 # Masks whose aspect ratio differs from the photo's by less than this are resized.
 ASPECT_TOLERANCE = 0.01
 JPEG_QUALITY = 95
-# Modes whose JPEG/PNG bytes TensorFlow decodes to the same RGB pixels as Pillow.
-# RGB or gray photos of these formats are stored as they are.  Any other mode,
-# and transparency, is converted exactly as the client converts photos before
-# sending them (onto white, 16 bits scaled), so training sees what serving will.
+# RGB or gray photos of these formats are stored as they are: TensorFlow decodes
+# their bytes to the same pixels as Pillow.  Any other mode, and transparency, is
+# converted exactly as the client converts photos before sending them (onto
+# white, 16 bits scaled), so training sees what serving will.
 _KEPT = ("JPEG", "PNG")
 _EXIF_ORIENTATION = 0x0112
 # What ImageOps.exif_transpose applies for the orientations that swap sides.
@@ -74,7 +74,6 @@ def decode_pair(image_bytes: bytes, mask_bytes: bytes, max_side: int = 0) -> Dec
 
     rotated = orientation not in (0, 1)
     keep = not (rotated or converted) and size == (width, height) and image_format in _KEPT
-
     return Decoded(
         image=image_bytes if keep else _encode(image, image_format),
         mask=_save(_mask_image(mask), "PNG"),
