@@ -409,24 +409,22 @@ def deploy(
     return proc, [line.replace(str(tmp_path) + "/", "") for line in recorded]
 
 
-def test_deploy_creates_the_models_config_only_when_missing(tmp_path):
-    proc, calls = deploy(tmp_path, exists=False)
-    assert proc.returncode == 0, proc.stderr
-    assert calls == [
-        "apply -f gpu.yaml",
-        "get --ignore-not-found -f gpu-models-config.yaml -o name",
-        "create --save-config -f gpu-models-config.yaml",
-    ]
+APPLY = "apply -f gpu.yaml"
+LOOK = "get --ignore-not-found -f gpu-models-config.yaml -o name"
 
 
-def test_redeploy_keeps_a_models_config_that_rollout_edited(tmp_path):
-    proc, calls = deploy(tmp_path, exists=True)
+@pytest.mark.parametrize(
+    ("exists", "expected"),
+    [
+        (False, [APPLY, LOOK, "create --save-config -f gpu-models-config.yaml"]),
+        (True, [APPLY, LOOK]),  # a redeploy keeps what bgremove rollout edited
+    ],
+)
+def test_deploy_creates_the_models_config_only_when_missing(tmp_path, exists, expected):
+    proc, calls = deploy(tmp_path, exists=exists)
     assert proc.returncode == 0, proc.stderr
-    assert calls == [
-        "apply -f gpu.yaml",
-        "get --ignore-not-found -f gpu-models-config.yaml -o name",
-    ]
-    assert "kept the live models config" in proc.stdout
+    assert calls == expected
+    assert ("kept the live models config" in proc.stdout) == exists
 
 
 def test_deploy_resets_the_models_config_when_asked(tmp_path):
