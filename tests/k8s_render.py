@@ -117,6 +117,15 @@ def dump(objects: list[dict]) -> str:
     return yaml.dump_all(objects, Dumper=_Dumper, sort_keys=False)
 
 
+def _render_overlay(path: Path, kubectl: str, version: str) -> tuple[list[dict], list[dict]]:
+    """(workload, models ConfigMap) of one overlay; RenderError says everything wrong."""
+    objects = parse(render(path, kubectl))
+    errors = validate(objects, version)
+    if errors:
+        raise RenderError("\n".join(f"invalid {error}" for error in errors))
+    return split_models_config(objects)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", nargs="?", default="build/k8s", type=Path)
@@ -136,29 +145,17 @@ def main(argv: list[str] | None = None) -> int:
     failed = False
     for name, path in overlay_dirs().items():
         try:
-            manifests = render(path, kubectl)
+            workload, models_config = _render_overlay(path, kubectl, args.kubernetes_version)
         except RenderError as e:
-            print(f"{name}: {e}", file=sys.stderr)
-            failed = True
-            continue
-        objects = parse(manifests)
-        errors = validate(objects, args.kubernetes_version)
-        for error in errors:
-            print(f"{name}: invalid {error}", file=sys.stderr)
-        if errors:
-            failed = True
-            continue
-        try:
-            workload, models_config = split_models_config(objects)
-        except RenderError as e:
-            print(f"{name}: {e}", file=sys.stderr)
+            for line in str(e).splitlines():
+                print(f"{name}: {line}", file=sys.stderr)
             failed = True
             continue
         out = args.out_dir / f"{name}.yaml"
         out.write_text(dump(workload))
         (args.out_dir / f"{name}-models-config.yaml").write_text(dump(models_config))
         print(
-            f"{name}: {len(objects)} objects valid for Kubernetes "
+            f"{name}: {len(workload) + len(models_config)} objects valid for Kubernetes "
             f"{args.kubernetes_version} -> {out} (models ConfigMap: {name}-models-config.yaml)"
         )
     return 1 if failed else 0
