@@ -109,6 +109,7 @@ def run(config: PipelineConfig, steps: int, warmup: int, pool: int, workdir: Pat
     return {
         **fit,
         "input": f"{config.image_width}x{config.image_height}",
+        "encoder": config.encoder,
         "separable": config.separable,
         "filters": config.unet_filters,
         "depth": config.unet_depth,

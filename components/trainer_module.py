@@ -33,8 +33,9 @@ def keras_path(serving_model_dir: str) -> str:
 
 
 def _build_or_warm_start(cfg: dict, base_model: str | None) -> keras.Model:
-    model = build_configured_unet(cfg)
-    if cfg["warm_start"] and base_model:
+    warm = bool(cfg["warm_start"] and base_model)
+    model = build_configured_unet(cfg, pretrained_weights=not warm)
+    if warm:
         source = keras_path(base_model)
         base = keras.models.load_model(source, compile=False)
         if [w.shape for w in base.weights] != [w.shape for w in model.weights]:
@@ -55,6 +56,7 @@ def _backup_dir(cfg: dict) -> str:
     """
     keys = (
         "data_dirs",
+        "encoder",
         "image_height",
         "image_width",
         "unet_filters",

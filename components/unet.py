@@ -12,7 +12,14 @@ import keras
 from keras import layers
 
 # The settings (PipelineConfig field names) that define the architecture.
-ARCHITECTURE_KEYS = ("image_height", "image_width", "unet_filters", "unet_depth", "separable")
+ARCHITECTURE_KEYS = (
+    "encoder",
+    "image_height",
+    "image_width",
+    "unet_filters",
+    "unet_depth",
+    "separable",
+)
 
 
 def _conv_block(x, filters: int, separable: bool):
@@ -48,7 +55,16 @@ def build_unet(
     return keras.Model(inputs, outputs, name=name)
 
 
-def build_configured_unet(settings: Mapping[str, object]) -> keras.Model:
-    """The UNet the pipeline's settings describe, for the trainer and the benchmarks alike."""
-    height, width, filters, depth, separable = (settings[k] for k in ARCHITECTURE_KEYS)
+def build_configured_unet(
+    settings: Mapping[str, object], pretrained_weights: bool = True
+) -> keras.Model:
+    """The UNet the pipeline's settings describe, for the trainer and the benchmarks
+    alike (``unet_*`` and ``separable`` shape only the UNet's own encoder)."""
+    encoder, height, width, filters, depth, separable = (settings[k] for k in ARCHITECTURE_KEYS)
+    if encoder == "efficientnet-lite0":
+        from components.effnet_unet import build_effnet_unet
+
+        return build_effnet_unet(height, width, pretrained_weights)
+    if encoder != "unet":
+        raise ValueError(f"unknown encoder {encoder!r}")
     return build_unet(height, width, filters, depth, separable)

@@ -23,6 +23,7 @@ else:  # pragma: no cover
 # Beam on one machine: TFX 1.21's DirectRunner otherwise hands work to the
 # multi-process Prism runner, which is slow to start and fragile on 2 cores.
 LOCAL_BEAM_ARGS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
+ENCODERS = ("unet", "efficientnet-lite0")
 
 
 @dataclass
@@ -44,7 +45,9 @@ class PipelineConfig:
     max_side: int = 512
     min_usable_fraction: float = 0.5
 
-    # Model.
+    # Model.  encoder: "unet" (trained from scratch, shaped by unet_* and
+    # separable) or "efficientnet-lite0" (ImageNet-pretrained, components/effnet_unet.py).
+    encoder: str = "unet"
     image_height: int = 128
     image_width: int = 128
     unet_filters: int = 16
@@ -84,6 +87,10 @@ class PipelineConfig:
     # Curated schema (a schema.pbtxt folder) instead of the inferred one.
     schema_dir: str = ""
 
+    def __post_init__(self) -> None:
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"encoder must be one of {', '.join(ENCODERS)}, not {self.encoder!r}")
+
     @property
     def metadata_sqlite(self) -> str:
         return self.metadata_path or os.path.join(self.pipeline_root, "metadata.sqlite")
@@ -94,6 +101,7 @@ class PipelineConfig:
             "data_dirs",
             "synthetic_count",
             "pipeline_root",
+            "encoder",
             "image_height",
             "image_width",
             "unet_filters",

@@ -1,0 +1,87 @@
+"""The efficientnet-lite0 encoder gets the package's ImageNet weights, laid out
+right and fed the input they were trained on."""
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from components import pretrained
+from components.effnet_unet import build_effnet_unet
+from components.preprocessing import decode_rgb, resize_image
+from components.unet import build_configured_unet
+from tfx_pipeline import config as config_lib
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="module")
+def state() -> dict[str, np.ndarray]:
+    return pretrained.read_legacy_state_dict(pretrained.efficientnet_lite0_file())
+
+
+@pytest.fixture(scope="module")
+def model():
+    return build_effnet_unet(224, 160)
+
+
+def test_reader_returns_every_tensor_with_its_shape(state):
+    assert len(state) == 296
+    assert state["_conv_stem.weight"].shape == (32, 3, 3, 3)
+    assert state["_blocks.9._depthwise_conv.weight"].shape == (672, 1, 5, 5)
+    assert state["_fc.weight"].shape == (1000, 1280)
+    assert all(np.isfinite(a).all() for a in state.values() if a.dtype == np.float32)
+    # Trained weights, not an initializer's: BN variances far from 1.
+    assert abs(float(state["_bn0.running_var"].mean()) - 1.0) > 0.5
+
+
+def test_reader_refuses_a_file_that_would_run_code(tmp_path):
+    import pickle
+
+    path = tmp_path / "evil.pth"
+    with open(path, "wb") as f:
+        for header in (0x1950A86A20F9469CFC6C, 1001, {}):
+            pickle.dump(header, f)
+        f.write(b"cos\nsystem\n(S'true'\ntR.")
+    with pytest.raises(pickle.UnpicklingError, match="os.system"):
+        pretrained.read_legacy_state_dict(path)
+
+
+def test_encoder_layers_hold_the_file_weights(model, state):
+    stem = model.get_layer("stem").get_weights()[0]
+    np.testing.assert_array_equal(stem[:, :, 2, 5], state["_conv_stem.weight"][5, 2])
+    depthwise = model.get_layer("block9_dw").get_weights()[0]
+    np.testing.assert_array_equal(
+        depthwise[:, :, 100, 0], state["_blocks.9._depthwise_conv.weight"][100, 0]
+    )
+    mean = model.get_layer("block10_project_bn").get_weights()[2]
+    np.testing.assert_array_equal(mean, state["_blocks.10._bn2.running_mean"])
+
+
+def test_configured_model_follows_the_encoder_setting():
+    settings = vars(config_lib.load(encoder="efficientnet-lite0", image_height=64, image_width=32))
+    model = build_configured_unet(settings, pretrained_weights=False)
+    assert model.name == "unet_efficientnet_lite0"
+    assert model.output_shape == (None, 64, 32, 1)
+    assert model.count_params() < 1_000_000  # a SavedModel well under 10 MB
+    with pytest.raises(ValueError, match="encoder must be one of"):
+        config_lib.load(encoder="resnet")
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not SHARED.is_dir(), reason="needs ../shared/data")
+def test_batchnorm_statistics_match_real_photos(model):
+    """Each BatchNorm layer's running variance is what ImageNet photos gave; real
+    photos through our input scaling must give about the same.  ImageNet's
+    mean/std normalization instead puts the stem 4.7 times off, and a wrong
+    kernel layout scrambles the layers after it."""
+    files = sorted((SHARED / "ccp" / "images").iterdir())[:16]
+    photos = tf.stack([resize_image(decode_rgb(f.read_bytes()), 224, 160) for f in files])
+    names = ["stem_bn", "block1_expand_bn", "block6_project_bn", "block10_project_bn"]
+    probe = keras.Model(model.input, [model.get_layer(n).input for n in names])
+    for name, activations in zip(names, probe(photos), strict=True):
+        running_var = model.get_layer(name).get_weights()[3]
+        ratio = np.median(np.var(activations.numpy(), axis=(0, 1, 2)) / running_var)
+        assert 0.6 < ratio < 1.6, f"{name}: variance {ratio:.2f} times ImageNet's"
