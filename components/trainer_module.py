@@ -17,7 +17,7 @@ from tfx import v1 as tfx
 
 from components import dataset, losses
 from components.export import export_saved_model
-from components.unet import build_configured_unet
+from components.unet import ARCHITECTURE_KEYS, build_configured_unet
 
 KERAS_SUBDIR = "keras"
 KERAS_FILE = "model.keras"
@@ -55,13 +55,8 @@ def _backup_dir(cfg: dict) -> str:
     trains on to the new total.
     """
     keys = (
+        *ARCHITECTURE_KEYS,
         "data_dirs",
-        "encoder",
-        "image_height",
-        "image_width",
-        "unet_filters",
-        "unet_depth",
-        "separable",
         "batch_size",
         "learning_rate",
         "synthetic_count",
@@ -72,7 +67,9 @@ def _backup_dir(cfg: dict) -> str:
         "augment",
         "validation_fraction",
     )
-    digest = hashlib.sha256(json.dumps({k: cfg[k] for k in keys}).encode()).hexdigest()[:12]
+    digest = hashlib.sha256(
+        json.dumps({k: cfg[k] for k in keys}, sort_keys=True).encode()
+    ).hexdigest()[:12]
     return os.path.join(cfg["pipeline_root"], "train_backup", digest)
 
 
