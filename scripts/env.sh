@@ -123,7 +123,7 @@ sandbox_exec() {
   local tmp="${TMPDIR:-/tmp}"
   exec bwrap --die-with-parent --bind "$ROOTFS" / --proc /proc --dev /dev --bind "$tmp" "$tmp" \
     "${binds[@]}" --chdir "$PWD" \
-    --unsetenv PIP_FIND_LINKS --unsetenv PIP_CONSTRAINT --unsetenv PYTHONPATH \
+    --unsetenv PIP_FIND_LINKS --unsetenv PIP_CONSTRAINT --setenv PYTHONPATH "$REPO" \
     --setenv PATH "$VENV/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
     --setenv VIRTUAL_ENV "$VENV" --setenv BGR_IN_ENV 1 \
     "$@"
@@ -177,8 +177,11 @@ case "${1:-setup}" in
     if [ "${BGR_IN_ENV:-}" = 1 ]; then exec "$@"; fi
     setup
     touch "$VENV"  # marks it as in use for the clean-up above
+    # One cached environment serves every clone with the same lock, but its
+    # editable install points at the clone that built it: PYTHONPATH puts this
+    # clone's code first (sandbox_exec sets it too).
     if [ "$MODE" = sandbox ]; then sandbox_exec "$@"; fi
-    export PATH="$VENV/bin:$PATH" VIRTUAL_ENV="$VENV" BGR_IN_ENV=1
+    export PATH="$VENV/bin:$PATH" VIRTUAL_ENV="$VENV" BGR_IN_ENV=1 PYTHONPATH="$REPO"
     exec "$@"
     ;;
   info) printf 'mode=%s\nvenv=%s\nrootfs=%s\nkey=%s\n' "$MODE" "$VENV" "$ROOTFS" "$KEY" ;;
