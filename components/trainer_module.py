@@ -16,8 +16,9 @@ from absl import logging
 from tfx import v1 as tfx
 
 from components import dataset, losses
+from components.architecture import ARCHITECTURE_KEYS
 from components.export import export_saved_model
-from components.unet import ARCHITECTURE_KEYS, build_configured_unet
+from components.unet import build_configured_unet
 
 KERAS_SUBDIR = "keras"
 KERAS_FILE = "model.keras"

@@ -11,15 +11,8 @@ from collections.abc import Mapping
 import keras
 from keras import layers
 
-# The settings (PipelineConfig field names) that define the architecture.
-ARCHITECTURE_KEYS = (
-    "encoder",
-    "image_height",
-    "image_width",
-    "unet_filters",
-    "unet_depth",
-    "separable",
-)
+from components.architecture import ARCHITECTURE_KEYS, ENCODERS
+from components.effnet_unet import build_effnet_unet
 
 
 def _conv_block(x, filters: int, separable: bool):
@@ -62,9 +55,7 @@ def build_configured_unet(
     alike (``unet_*`` and ``separable`` shape only the UNet's own encoder)."""
     encoder, height, width, filters, depth, separable = (settings[k] for k in ARCHITECTURE_KEYS)
     if encoder == "efficientnet-lite0":
-        from components.effnet_unet import build_effnet_unet
-
         return build_effnet_unet(height, width, pretrained_weights)
     if encoder != "unet":
-        raise ValueError(f"unknown encoder {encoder!r}")
+        raise ValueError(f"encoder must be one of {', '.join(ENCODERS)}, not {encoder!r}")
     return build_unet(height, width, filters, depth, separable)

@@ -13,6 +13,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 
+from components.architecture import ARCHITECTURE_KEYS, ENCODERS
 from serving import defaults
 
 if sys.version_info >= (3, 11):
@@ -23,7 +24,6 @@ else:  # pragma: no cover
 # Beam on one machine: TFX 1.21's DirectRunner otherwise hands work to the
 # multi-process Prism runner, which is slow to start and fragile on 2 cores.
 LOCAL_BEAM_ARGS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
-ENCODERS = ("unet", "efficientnet-lite0")
 
 
 @dataclass
@@ -45,8 +45,7 @@ class PipelineConfig:
     max_side: int = 512
     min_usable_fraction: float = 0.5
 
-    # Model.  encoder: "unet" (trained from scratch, shaped by unet_* and
-    # separable) or "efficientnet-lite0" (ImageNet-pretrained, components/effnet_unet.py).
+    # Model (components/architecture.py says what each encoder is).
     encoder: str = "unet"
     image_height: int = 128
     image_width: int = 128
@@ -101,12 +100,7 @@ class PipelineConfig:
             "data_dirs",
             "synthetic_count",
             "pipeline_root",
-            "encoder",
-            "image_height",
-            "image_width",
-            "unet_filters",
-            "unet_depth",
-            "separable",
+            *ARCHITECTURE_KEYS,
             "epochs",
             "steps_per_epoch",
             "max_train_minutes",

@@ -1,0 +1,17 @@
+"""The settings that define the model, shared by the configuration (which must
+not import Keras) and the model builders (which must not import the pipeline)."""
+
+# encoder: "unet" is the original project's, trained from scratch and shaped by
+# unet_filters, unet_depth and separable; "efficientnet-lite0" is pretrained on
+# ImageNet (components/effnet_unet.py).
+ENCODERS = ("unet", "efficientnet-lite0")
+
+# The PipelineConfig field names that define the architecture.
+ARCHITECTURE_KEYS = (
+    "encoder",
+    "image_height",
+    "image_width",
+    "unet_filters",
+    "unet_depth",
+    "separable",
+)
