@@ -3,8 +3,10 @@ not import Keras) and the model builders (which must not import the pipeline).""
 
 # encoder: "unet" is the original project's, trained from scratch and shaped by
 # unet_filters, unet_depth and separable; "efficientnet-lite0" is pretrained on
-# ImageNet (components/effnet_unet.py).
+# ImageNet (components/effnet_unet.py) and shaped by effnet_stride and
+# effnet_full_resolution.
 ENCODERS = ("unet", "efficientnet-lite0")
+EFFNET_STRIDES = (16, 32)
 
 # The PipelineConfig field names that define the architecture.
 ARCHITECTURE_KEYS = (
@@ -14,4 +16,6 @@ ARCHITECTURE_KEYS = (
     "unet_filters",
     "unet_depth",
     "separable",
+    "effnet_stride",
+    "effnet_full_resolution",
 )

@@ -70,4 +70,9 @@ def export_saved_model(model: keras.Model, export_dir: str) -> None:
         fn=from_examples,
         input_signature=[tf.TensorSpec([None], tf.string, name="examples")],
     )
+    # The archive lists each weight twice: as the Keras variable, and as the
+    # tf.Variable the endpoints capture, and SavedModel stores both.  Serving
+    # needs only the captured ones, so the lists go: the files halve.
+    for name in ("variables", "trainable_variables", "non_trainable_variables"):
+        setattr(archive._tf_trackable, name, [])
     archive.write_out(export_dir, verbose=False)

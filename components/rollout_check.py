@@ -17,6 +17,7 @@ from tfx import v1 as tfx
 
 from serving import defaults, images
 from serving.client import BackgroundRemover, BackgroundRemoverError
+from serving.refine import bilinear_upsample
 
 PushedModel = tfx.types.standard_artifacts.PushedModel
 
@@ -73,7 +74,7 @@ def expected_mask(saved_model_dir: str, photo: Image.Image) -> Image.Image:
         **{defaults.INPUT_IMAGES: tf.constant([encoded])}
     )
     mask = outputs[defaults.OUTPUT_MASK].numpy()[0].astype(np.uint8)
-    return Image.fromarray(mask, "L").resize(photo.size, Image.Resampling.BILINEAR)
+    return bilinear_upsample(mask, photo)
 
 
 def check_rollout(

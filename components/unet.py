@@ -52,10 +52,13 @@ def build_configured_unet(
     settings: Mapping[str, object], pretrained_weights: bool = True
 ) -> keras.Model:
     """The UNet the pipeline's settings describe, for the trainer and the benchmarks
-    alike (``unet_*`` and ``separable`` shape only the UNet's own encoder)."""
-    encoder, height, width, filters, depth, separable = (settings[k] for k in ARCHITECTURE_KEYS)
+    alike (``unet_*`` and ``separable`` shape only the UNet's own encoder, ``effnet_*``
+    only EfficientNet's)."""
+    encoder, height, width, filters, depth, separable, stride, full_resolution = (
+        settings[k] for k in ARCHITECTURE_KEYS
+    )
     if encoder == "efficientnet-lite0":
-        return build_effnet_unet(height, width, pretrained_weights)
+        return build_effnet_unet(height, width, pretrained_weights, stride, full_resolution)
     if encoder != "unet":
         raise ValueError(f"encoder must be one of {', '.join(ENCODERS)}, not {encoder!r}")
     return build_unet(height, width, filters, depth, separable)

@@ -29,7 +29,7 @@ from serving.protos import (
     predict_pb2,
     tensor_pb2,
 )
-from serving.refine import guided_upsample
+from serving.refine import bilinear_upsample, guided_upsample
 
 __all__ = [
     "BackgroundRemover",
@@ -252,7 +252,7 @@ class BackgroundRemover:
     def _upsample(self, mask: np.ndarray, photo: Image.Image) -> Image.Image:
         if self.refine:
             return guided_upsample(mask, photo)
-        return Image.fromarray(mask, "L").resize(photo.size, Image.Resampling.BILINEAR)
+        return bilinear_upsample(mask, photo)
 
     def mask(self, image: ImageSource) -> Image.Image:
         """The soft person mask (L, 255 = person) at the photo's full, upright size."""

@@ -48,6 +48,11 @@ def _resize(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(values, "F").resize(size, Image.Resampling.BILINEAR))
 
 
+def bilinear_upsample(mask: np.ndarray, photo: Image.Image) -> Image.Image:
+    """The uint8 mask (h, w) as an L image at the photo's size, unrefined."""
+    return Image.fromarray(mask, "L").resize(photo.size, Image.Resampling.BILINEAR)
+
+
 def guided_upsample(
     mask: np.ndarray, photo: Image.Image, radius: int = RADIUS, eps: float = EPS
 ) -> Image.Image:

@@ -59,14 +59,47 @@ def test_encoder_layers_hold_the_file_weights(model, state):
     np.testing.assert_array_equal(mean, state["_blocks.10._bn2.running_mean"])
 
 
-def test_configured_model_follows_the_encoder_setting():
-    settings = vars(config_lib.load(encoder="efficientnet-lite0", image_height=64, image_width=32))
+def test_stride_32_encoder_holds_the_deeper_blocks_weights(state):
+    deep = build_effnet_unet(64, 32, stride=32, full_resolution=False)
+    kernel = deep.get_layer("block12_expand").get_weights()[0]
+    expected = state["_blocks.12._expand_conv.weight"][:, 7, 0, 0]
+    np.testing.assert_array_equal(kernel[0, 0, 7], expected)
+    with pytest.raises(ValueError, match="block13"):
+        deep.get_layer("block13_dw")
+    with pytest.raises(ValueError, match="divisible by 32"):
+        build_effnet_unet(48, 32, pretrained_weights=False, stride=32)
+
+
+@pytest.mark.parametrize(
+    "stride, full_resolution, max_params",
+    [(16, True, 800_000), (32, False, 1_600_000)],  # SavedModels well under 10 MB
+)
+def test_configured_model_follows_the_encoder_settings(stride, full_resolution, max_params):
+    settings = vars(
+        config_lib.load(
+            encoder="efficientnet-lite0",
+            image_height=64,
+            image_width=32,
+            effnet_stride=stride,
+            effnet_full_resolution=full_resolution,
+        )
+    )
     model = build_configured_unet(settings, pretrained_weights=False)
-    assert model.name == "unet_efficientnet_lite0"
-    assert model.output_shape == (None, 64, 32, 1)
-    assert model.count_params() < 1_000_000  # a SavedModel well under 10 MB
+    assert model.name == f"unet_efficientnet_lite0_stride{stride}"
+    assert model.output_shape == (None, 64, 32, 1)  # the input's size either way
+    assert any(layer.name == "block12_dw" for layer in model.layers) == (stride == 32)
+    # The photo itself feeds the last decoder level only at full resolution.
+    concats = [layer for layer in model.layers if isinstance(layer, keras.layers.Concatenate)]
+    concatenated = [tensor for layer in concats for tensor in layer.input]
+    assert any(t is model.input for t in concatenated) == full_resolution
+    assert model.count_params() < max_params
+
+
+def test_config_refuses_unknown_encoders_and_strides():
     with pytest.raises(ValueError, match="encoder must be one of"):
         config_lib.load(encoder="resnet")
+    with pytest.raises(ValueError, match="effnet_stride must be one of"):
+        config_lib.load(effnet_stride=8)
 
 
 @pytest.mark.realdata
