@@ -24,3 +24,19 @@ def test_saved_model_stores_each_weight_once_and_matches_keras(tmp_path):
     pixels = np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32)
     served = loaded.signatures[defaults.SIGNATURE_FLOAT](pixels=tf.constant(pixels))
     np.testing.assert_allclose(served["probabilities"].numpy(), model(pixels).numpy(), atol=1e-6)
+
+
+def test_saved_model_loads_the_way_tf_serving_loads_it(tmp_path):
+    """TF Serving restores variables through the MetaGraph's saver, not the Python
+    object graph; TF1's loader takes that same path."""
+    model = build_unet(32, 32, filters=4, depth=2)
+    export_saved_model(model, str(tmp_path))
+    pixels = np.random.default_rng(1).random((1, 32, 32, 3), dtype=np.float32)
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], str(tmp_path))
+        signature = meta_graph.signature_def[defaults.SIGNATURE_FLOAT]
+        served = session.run(
+            signature.outputs["probabilities"].name,
+            {signature.inputs["pixels"].name: pixels},
+        )
+    np.testing.assert_allclose(served, model(pixels).numpy(), atol=1e-6)
