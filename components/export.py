@@ -2,7 +2,8 @@
 
 ``serving_default`` takes encoded photos of any size, so a client needs no
 TensorFlow: it sends JPEG/PNG bytes and gets back a uint8 mask at the model's
-resolution with the photo's original height and width.
+resolution with the photo's original height and width.  BatchNorms are folded
+into the convolutions first (components/batchnorm_folding.py).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import keras
 import tensorflow as tf
 
 from components import preprocessing as pp
+from components.batchnorm_folding import fold_batch_norms
 from serving import defaults
 
 
@@ -41,6 +43,7 @@ def _mask_from_bytes(model: keras.Model, images: tf.Tensor) -> dict[str, tf.Tens
 
 
 def export_saved_model(model: keras.Model, export_dir: str) -> None:
+    model = fold_batch_norms(model)
     height, width = model.input_shape[1], model.input_shape[2]
     archive = keras.export.ExportArchive()
     archive.track(model)

@@ -1,0 +1,68 @@
+"""Folds each inference-time BatchNormalization into the convolution before it.
+
+At serving time a BatchNorm is a fixed per-channel scale and shift, yet Keras
+runs it as separate element-wise passes over the whole feature map.  On 2 CPU
+cores those passes cost a fifth of the EfficientNet UNet's latency at 256x192;
+folded into the convolution's kernel and bias they cost nothing.  Training and
+warm starts keep the unfolded model: only the exported SavedModel is folded.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import layers
+
+_CONVOLUTIONS = (layers.Conv2D, layers.DepthwiseConv2D, layers.SeparableConv2D)
+
+
+def _foldable_pairs(model: keras.Model) -> dict[str, layers.BatchNormalization]:
+    """Convolution name -> the BatchNorm that alone consumes its output."""
+    pairs = {}
+    for layer in model.layers:
+        if not isinstance(layer, layers.BatchNormalization) or layer.axis not in (-1, 3):
+            continue
+        producer = layer.input._keras_history.operation
+        if isinstance(producer, _CONVOLUTIONS) and len(producer._outbound_nodes) == 1:
+            pairs[producer.name] = layer
+    return pairs
+
+
+def _norm_weights(norm: layers.BatchNormalization) -> tuple[np.ndarray, ...]:
+    """gamma, beta, mean and variance, with gamma 1 and beta 0 where the layer has none."""
+    weights = iter(norm.get_weights())
+    gamma = next(weights) if norm.scale else 1.0
+    beta = next(weights) if norm.center else 0.0
+    return gamma, beta, next(weights), next(weights)
+
+
+def _folded_weights(conv: layers.Layer, norm: layers.BatchNormalization) -> list[np.ndarray]:
+    gamma, beta, mean, variance = _norm_weights(norm)
+    scale = gamma / np.sqrt(variance + norm.epsilon)
+    weights = conv.get_weights()
+    bias = weights.pop() if conv.use_bias else 0.0
+    kernel = weights.pop()  # the last kernel maps to the output channels
+    if isinstance(conv, layers.DepthwiseConv2D):
+        folded = kernel * scale.reshape(kernel.shape[2], kernel.shape[3])
+    else:
+        folded = kernel * scale
+    return [*weights, folded, (bias - mean) * scale + beta]
+
+
+def fold_batch_norms(model: keras.Model) -> keras.Model:
+    """The same function with every foldable BatchNorm merged into its convolution."""
+    pairs = _foldable_pairs(model)
+    folded_norms = {norm.name for norm in pairs.values()}
+
+    def clone(layer: layers.Layer) -> layers.Layer:
+        if layer.name in pairs:
+            return layer.__class__.from_config({**layer.get_config(), "use_bias": True})
+        return layer  # shared, weights and all
+
+    def call(layer: layers.Layer, *args, **kwargs):
+        return args[0] if layer.name in folded_norms else layer(*args, **kwargs)
+
+    folded = keras.models.clone_model(model, clone_function=clone, call_function=call)
+    for name, norm in pairs.items():
+        folded.get_layer(name).set_weights(_folded_weights(model.get_layer(name), norm))
+    return folded
