@@ -62,7 +62,10 @@ def fold_batch_norms(model: keras.Model) -> keras.Model:
     def call(layer: layers.Layer, *args, **kwargs):
         return args[0] if layer.name in folded_norms else layer(*args, **kwargs)
 
-    folded = keras.models.clone_model(model, clone_function=clone, call_function=call)
+    # An uncompiled view of the same graph: cloning a compiled model would recompile
+    # it, which fails for a custom loss and is of no use for serving.
+    graph = keras.Model(model.inputs, model.outputs, name=model.name)
+    folded = keras.models.clone_model(graph, clone_function=clone, call_function=call)
     for name, norm in pairs.items():
         folded.get_layer(name).set_weights(_folded_weights(model.get_layer(name), norm))
     return folded
