@@ -17,13 +17,17 @@ _CONVOLUTIONS = (layers.Conv2D, layers.DepthwiseConv2D, layers.SeparableConv2D)
 
 
 def _foldable_pairs(model: keras.Model) -> dict[str, layers.BatchNormalization]:
-    """Convolution name -> the BatchNorm that alone consumes its output."""
+    """Convolution name -> the BatchNorm that alone consumes its linear output."""
     pairs = {}
     for layer in model.layers:
         if not isinstance(layer, layers.BatchNormalization) or layer.axis not in (-1, 3):
             continue
         producer = layer.input._keras_history.operation
-        if isinstance(producer, _CONVOLUTIONS) and len(producer._outbound_nodes) == 1:
+        if (
+            isinstance(producer, _CONVOLUTIONS)
+            and producer.get_config()["activation"] == "linear"  # else the norm comes after it
+            and len(producer._outbound_nodes) == 1
+        ):
             pairs[producer.name] = layer
     return pairs
 

@@ -54,14 +54,21 @@ def test_folded_model_answers_as_the_original(build):
     np.testing.assert_array_equal(model(pixels, training=False).numpy(), before)
 
 
-def test_a_convolution_feeding_more_than_its_batchnorm_is_left_alone():
+def test_convolutions_that_cannot_be_folded_are_left_alone():
     inputs = keras.Input((8, 8, 3))
-    conv = keras.layers.Conv2D(4, 3, padding="same", use_bias=False)(inputs)
-    normed = keras.layers.BatchNormalization()(conv)
-    model = _with_trained_statistics(keras.Model(inputs, keras.layers.Add()([conv, normed])))
+    shared = keras.layers.Conv2D(4, 3, padding="same", use_bias=False)(inputs)
+    activated = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+    outputs = keras.layers.Add()(
+        [
+            shared,  # feeds more than its BatchNorm
+            keras.layers.BatchNormalization()(shared),
+            keras.layers.BatchNormalization()(activated),  # normalizes after the ReLU
+        ]
+    )
+    model = _with_trained_statistics(keras.Model(inputs, outputs))
     pixels = np.random.default_rng(2).random((1, 8, 8, 3), dtype=np.float32)
 
     folded = fold_batch_norms(model)
 
-    assert _norms(folded) == 1
+    assert _norms(folded) == 2
     np.testing.assert_allclose(folded(pixels).numpy(), model(pixels).numpy(), atol=1e-6)
