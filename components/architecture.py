@@ -6,7 +6,8 @@ not import Keras) and the model builders (which must not import the pipeline).""
 # ImageNet (components/effnet_unet.py) and shaped by effnet_stride and
 # effnet_full_resolution.
 ENCODERS = ("unet", "efficientnet-lite0")
-EFFNET_STRIDES = (16, 32)
+# effnet_stride -> the Lite0 block that ends the encoder at that stride.
+EFFNET_LAST_BLOCK = {16: 10, 32: 12}
 
 # The PipelineConfig field names that define the architecture.
 ARCHITECTURE_KEYS = (

@@ -19,6 +19,7 @@ import numpy as np
 from keras import layers
 
 from components import pretrained
+from components.architecture import EFFNET_LAST_BLOCK
 
 # (expansion, kernel, stride, output channels) of Lite0's blocks 0..12.
 _BLOCKS = (
@@ -36,7 +37,6 @@ _BLOCKS = (
     (6, 5, 2, 192),
     (6, 5, 1, 192),
 )
-_LAST_BLOCK = {16: 10, 32: 12}  # per encoder stride
 _SKIP_BLOCKS = {0: 2, 2: 4, 4: 8, 10: 16}  # last block at each stride
 _STEM_CHANNELS = 32
 _CONTEXT_CHANNELS = 96
@@ -78,8 +78,8 @@ def build_effnet_unet(
     full_resolution: bool = True,
 ) -> keras.Model:
     """Takes RGB in [0, 1]; returns the person probability, shape (H, W, 1)."""
-    if stride not in _LAST_BLOCK:
-        raise ValueError(f"encoder stride must be one of {sorted(_LAST_BLOCK)}, not {stride}")
+    if stride not in EFFNET_LAST_BLOCK:
+        raise ValueError(f"encoder stride must be one of {sorted(EFFNET_LAST_BLOCK)}, not {stride}")
     if height % stride or width % stride:
         raise ValueError(f"input {height}x{width} must be divisible by {stride}")
     inputs = keras.Input((height, width, 3), name="pixels")
@@ -89,7 +89,7 @@ def build_effnet_unet(
     x = layers.Conv2D(_STEM_CHANNELS, 3, 2, padding="same", use_bias=False, name="stem")(x)
     x = _bn_relu(x, "relu6", "stem_bn")
     channels, skips = _STEM_CHANNELS, {1: inputs}
-    for index in range(_LAST_BLOCK[stride] + 1):
+    for index in range(EFFNET_LAST_BLOCK[stride] + 1):
         x = _mbconv(x, index, channels)
         channels = _BLOCKS[index][3]
         if index in _SKIP_BLOCKS and _SKIP_BLOCKS[index] < stride:

@@ -13,7 +13,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 
-from components.architecture import ARCHITECTURE_KEYS, EFFNET_STRIDES, ENCODERS
+from components.architecture import ARCHITECTURE_KEYS, EFFNET_LAST_BLOCK, ENCODERS
 from serving import defaults
 
 if sys.version_info >= (3, 11):
@@ -93,10 +93,9 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         if self.encoder not in ENCODERS:
             raise ValueError(f"encoder must be one of {', '.join(ENCODERS)}, not {self.encoder!r}")
-        if self.effnet_stride not in EFFNET_STRIDES:
-            raise ValueError(
-                f"effnet_stride must be one of {EFFNET_STRIDES}, not {self.effnet_stride!r}"
-            )
+        if self.effnet_stride not in EFFNET_LAST_BLOCK:
+            strides = tuple(EFFNET_LAST_BLOCK)
+            raise ValueError(f"effnet_stride must be one of {strides}, not {self.effnet_stride!r}")
 
     @property
     def metadata_sqlite(self) -> str:
