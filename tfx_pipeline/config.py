@@ -25,6 +25,8 @@ else:  # pragma: no cover
 # multi-process Prism runner, which is slow to start and fragile on 2 cores.
 LOCAL_BEAM_ARGS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
 
+LR_SCHEDULES = ("plateau", "cosine")
+
 
 @dataclass
 class PipelineConfig:
@@ -65,6 +67,9 @@ class PipelineConfig:
     max_train_minutes: float = 0.0
     batch_size: int = 8
     learning_rate: float = 2e-3
+    # "plateau" halves the rate when validation IoU stalls; "cosine" decays it
+    # to zero over the time budget (or the epochs), deaf to validation noise.
+    lr_schedule: str = "plateau"
     foreground_weight: float = 0.0  # 0: derived from the data's foreground fraction
     dice_weight: float = 1.0
     augment: bool = True
@@ -91,6 +96,10 @@ class PipelineConfig:
     schema_dir: str = ""
 
     def __post_init__(self) -> None:
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(
+                f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, not {self.lr_schedule!r}"
+            )
         if self.encoder not in ENCODERS:
             raise ValueError(f"encoder must be one of {', '.join(ENCODERS)}, not {self.encoder!r}")
         if self.effnet_stride not in EFFNET_LAST_BLOCK:
@@ -113,6 +122,7 @@ class PipelineConfig:
             "max_train_minutes",
             "batch_size",
             "learning_rate",
+            "lr_schedule",
             "foreground_weight",
             "dice_weight",
             "augment",
