@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from benchmarks.common import display_path, log, summary_ms, synthetic_photo, time_calls
+from benchmarks.common import display_path, log, summary_ms, synthetic_photo
 from benchmarks.contact_sheet import Row, write_sheet
 from benchmarks.examples import newest_split, record_files
 from benchmarks.models import input_size
+from components.latency import interleaved_seconds
 from serving import refine
 from tfx_pipeline.config import PipelineConfig
 
@@ -95,9 +96,6 @@ def _pixels(image: bytes, height: int, width: int):
 
 
 def _latencies(calls: dict[str, tuple], image: bytes | None, runs: int) -> dict[str, dict]:
-    """Every variant's calls interleaved, so a change in background load hits all alike."""
-    import io
-
     import tensorflow as tf
 
     timed_calls = {}
@@ -109,13 +107,7 @@ def _latencies(calls: dict[str, tuple], image: bytes | None, runs: int) -> dict[
             photo = buffer.getvalue()
         pixels = tf.expand_dims(_pixels(photo, height, width), 0)
         timed_calls[name] = lambda fn=fn, pixels=pixels: fn(pixels=pixels)
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(3):  # trace and warm every variant first
-        for call in timed_calls.values():
-            call()
-    for _ in range(runs):
-        for name, call in timed_calls.items():
-            times[name].extend(time_calls(call, 1, warmup=0))
+    times = interleaved_seconds(timed_calls, runs)
     return {name: summary_ms(values) for name, values in times.items()}
 
 

@@ -2,14 +2,15 @@
 
 The candidate and the last blessed model are both scored on the eval split in
 one pass, through their ``serving_default`` signature (the path users hit),
-with each mask upsampled to the stored photo's resolution.  The output is a
-standard ModelBlessing, so the stock Pusher and LatestBlessedModelStrategy
-understand it.
+with each mask upsampled to the stored photo's resolution.  Their latencies
+are measured side by side, so a model as accurate and clearly faster is
+rolled out too.  The output is a standard ModelBlessing, so the stock Pusher
+and LatestBlessedModelStrategy understand it.
 """
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import tensorflow as tf
@@ -19,6 +20,7 @@ from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
 from components import preprocessing as pp
+from components.latency import interleaved_seconds
 from components.losses import iou_counts
 from serving import defaults
 
@@ -26,6 +28,7 @@ Examples = tfx.types.standard_artifacts.Examples
 Model = tfx.types.standard_artifacts.Model
 ModelBlessing = tfx.types.standard_artifacts.ModelBlessing
 REPORT_FILE = "evaluation.json"
+LATENCY_RUNS = 50
 
 
 @dataclass
@@ -33,28 +36,50 @@ class Scores:
     foreground_iou: float  # sum of intersections / sum of unions over the split
     mean_iou: float  # mean of per-image IoU
     images: int
+    latency_ms: float = 0.0  # median in-process, one image at the model's size; 0: not measured
 
 
 def decide(
-    candidate: Scores, baseline: Scores | None, min_iou: float, min_improvement: float
+    candidate: Scores,
+    baseline: Scores | None,
+    min_iou: float,
+    min_improvement: float,
+    min_speedup: float = 0.0,
 ) -> tuple[bool, str]:
-    """The rollout rule: above the floor, and better than what is served."""
+    """The rollout rule: above the floor, and better than what is served, or
+    as accurate and at least ``min_speedup`` faster."""
     if candidate.images == 0:
         return False, "the eval split has no images"
     if candidate.foreground_iou < min_iou:
         return False, f"IoU {candidate.foreground_iou:.4f} is below min_iou {min_iou:.4f}"
     if baseline is None:
         return True, f"IoU {candidate.foreground_iou:.4f} >= min_iou {min_iou:.4f}; no baseline"
-    needed = baseline.foreground_iou + min_improvement
-    if candidate.foreground_iou < needed:
-        return False, (
-            f"IoU {candidate.foreground_iou:.4f} does not reach baseline "
-            f"{baseline.foreground_iou:.4f} + min_improvement {min_improvement:.4f}"
-        )
-    return True, (
-        f"IoU {candidate.foreground_iou:.4f} >= baseline {baseline.foreground_iou:.4f} "
-        f"+ min_improvement {min_improvement:.4f}"
+    iou, base = candidate.foreground_iou, baseline.foreground_iou
+    needed = f"baseline {base:.4f} + min_improvement {min_improvement:.4f}"
+    if iou >= base + min_improvement:
+        return True, f"IoU {iou:.4f} >= {needed}"
+    reason = f"IoU {iou:.4f} does not reach {needed}"
+    if min_speedup <= 0 or not (candidate.latency_ms and baseline.latency_ms):
+        return False, reason
+    speed = (
+        f"{candidate.latency_ms:.1f} ms against {baseline.latency_ms:.1f} ms, "
+        f"min_speedup {min_speedup:.0%}"
     )
+    if iou >= base and candidate.latency_ms <= baseline.latency_ms * (1.0 - min_speedup):
+        return True, f"IoU {iou:.4f} >= baseline {base:.4f} and faster: {speed}"
+    return False, f"{reason}, nor as accurate and faster: {speed}"
+
+
+def median_latencies_ms(loaded_models: dict[str, object], runs: int) -> dict[str, float]:
+    """Each model's median latency on one image at its own input size."""
+    calls = {}
+    for name, loaded in loaded_models.items():
+        signature = loaded.signatures[defaults.SIGNATURE_FLOAT]
+        shape = signature.structured_input_signature[1]["pixels"].shape
+        pixels = tf.random.stateless_uniform([1, *shape[1:]], seed=[0, 0])
+        calls[name] = lambda signature=signature, pixels=pixels: signature(pixels=pixels)
+    seconds = interleaved_seconds(calls, runs)
+    return {name: 1000.0 * float(np.median(values)) for name, values in seconds.items()}
 
 
 class _Accumulator:
@@ -104,11 +129,6 @@ def score_models(
     return {name: acc.scores() for name, acc in accumulators.items()}
 
 
-def _serving_signature(model: Model):
-    loaded = tf.saved_model.load(path_utils.serving_model_path(model.uri))
-    return loaded, loaded.signatures[defaults.SIGNATURE_BYTES]
-
-
 @tfx.dsl.components.component
 def IoUEvaluator(  # noqa: N802 - TFX names components like classes
     examples: tfx.dsl.components.InputArtifact[Examples],
@@ -117,19 +137,23 @@ def IoUEvaluator(  # noqa: N802 - TFX names components like classes
     baseline_model: tfx.dsl.components.InputArtifact[Model] = None,
     min_iou: tfx.dsl.components.Parameter[float] = 0.5,
     min_improvement: tfx.dsl.components.Parameter[float] = 0.0,
+    min_speedup: tfx.dsl.components.Parameter[float] = 0.0,
     threshold: tfx.dsl.components.Parameter[float] = 0.5,
 ) -> None:
     eval_uri = artifact_utils.get_split_uri([examples], "eval")
     eval_files = tf.io.gfile.glob(os.path.join(eval_uri, "*"))
-    keep_alive = []
-    signatures = {}
-    for name, artifact in (("candidate", model), ("baseline", baseline_model)):
-        if artifact is not None:
-            loaded, signatures[name] = _serving_signature(artifact)
-            keep_alive.append(loaded)
+    loaded = {
+        name: tf.saved_model.load(path_utils.serving_model_path(artifact.uri))
+        for name, artifact in (("candidate", model), ("baseline", baseline_model))
+        if artifact is not None
+    }
+    signatures = {name: m.signatures[defaults.SIGNATURE_BYTES] for name, m in loaded.items()}
     scores = score_models(eval_files, signatures, threshold)
+    if baseline_model is not None and min_speedup > 0:
+        for name, ms in median_latencies_ms(loaded, LATENCY_RUNS).items():
+            scores[name] = replace(scores[name], latency_ms=ms)
     candidate, baseline = scores["candidate"], scores.get("baseline")
-    blessed, reason = decide(candidate, baseline, min_iou, min_improvement)
+    blessed, reason = decide(candidate, baseline, min_iou, min_improvement, min_speedup)
     logging.info("IoU gate: %s (%s)", "BLESSED" if blessed else "NOT BLESSED", reason)
 
     blessing.set_int_custom_property("blessed", int(blessed))
@@ -147,6 +171,7 @@ def IoUEvaluator(  # noqa: N802 - TFX names components like classes
         "reason": reason,
         "min_iou": min_iou,
         "min_improvement": min_improvement,
+        "min_speedup": min_speedup,
         "threshold": threshold,
         "candidate": asdict(candidate),
         "baseline": asdict(baseline) if baseline else None,

@@ -34,6 +34,51 @@ def test_decide(candidate, baseline, min_improvement, blessed, words):
     assert words in reason
 
 
+def timed(iou, ms):
+    return Scores(foreground_iou=iou, mean_iou=iou, images=10, latency_ms=ms)
+
+
+@pytest.mark.parametrize(
+    ("candidate", "baseline", "min_speedup", "blessed", "words"),
+    [
+        # The ninth run against the seventh: level, and a fifth faster.
+        (timed(0.9198, 14.4), timed(0.9192, 17.9), 0.1, True, "faster: 14.4 ms against 17.9"),
+        (timed(0.9198, 14.4), timed(0.9192, 17.9), 0.0, False, "does not reach"),
+        (timed(0.9198, 16.5), timed(0.9192, 17.9), 0.1, False, "nor as accurate and faster"),
+        (timed(0.9190, 9.0), timed(0.9192, 17.9), 0.1, False, "nor as accurate and faster"),
+        (timed(0.9198, 14.4), s(0.9192), 0.1, False, "does not reach"),  # not measured
+        (timed(0.95, 30.0), timed(0.90, 10.0), 0.1, True, "+ min_improvement"),
+    ],
+)
+def test_an_as_accurate_and_faster_model_is_blessed(
+    candidate, baseline, min_speedup, blessed, words
+):
+    ok, reason = decide(candidate, baseline, 0.5, 0.001, min_speedup)
+    assert ok is blessed
+    assert words in reason
+
+
+def test_latencies_are_measured_at_each_models_own_size(tmp_path):
+    """Real SavedModels: the same weights at 16 times the pixels take longer."""
+    keras = pytest.importorskip("keras")
+    from components.export import export_saved_model
+    from components.iou_evaluator import median_latencies_ms
+
+    def unet(size):
+        inputs = keras.Input((size, size, 3))
+        x = keras.layers.Conv2D(32, 3, padding="same", name="a")(inputs)
+        x = keras.layers.Conv2D(32, 3, padding="same", name="b")(x)
+        return keras.Model(inputs, keras.layers.Conv2D(1, 1, activation="sigmoid", name="c")(x))
+
+    small, large = unet(64), unet(256)
+    large.set_weights(small.get_weights())
+    export_saved_model(small, str(tmp_path / "small"))
+    export_saved_model(large, str(tmp_path / "large"))
+    loaded = {name: tf.saved_model.load(str(tmp_path / name)) for name in ("small", "large")}
+    ms = median_latencies_ms(loaded, runs=20)
+    assert 0 < ms["small"] < ms["large"], ms
+
+
 def test_no_eval_images_is_never_blessed():
     ok, reason = decide(Scores(0.0, 0.0, 0), None, 0.0, 0.0)
     assert not ok and "no images" in reason

@@ -106,6 +106,9 @@ def test_pipeline_pushes_only_better_models(tmp_path):
         )
         second_eval = _latest_evaluation(store)
         assert not second_eval["blessed"], second_eval
+        # Both timed side by side for the speed rule; not needed without a baseline.
+        assert second_eval["candidate"]["latency_ms"] > 0 < second_eval["baseline"]["latency_ms"]
+        assert first_eval["candidate"]["latency_ms"] == 0
         assert second_eval["baseline"]["foreground_iou"] == pytest.approx(
             first_eval["candidate"]["foreground_iou"], abs=1e-6
         )

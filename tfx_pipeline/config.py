@@ -81,7 +81,10 @@ class PipelineConfig:
 
     # Evaluation gate.
     min_iou: float = 0.3
-    min_improvement: float = 0.001  # an equal model is not rolled out
+    min_improvement: float = 0.001  # an equal model is not rolled out...
+    # ...unless it is at least this much faster (0.1: a tenth) in-process,
+    # measured side by side with the served one (0: IoU alone decides).
+    min_speedup: float = 0.1
     threshold: float = 0.5
 
     # Rollout check after the push ("" skips it).

@@ -79,6 +79,7 @@ def create_pipeline(
         baseline_model=latest_blessed.outputs["model"],
         min_iou=config.min_iou,
         min_improvement=config.min_improvement,
+        min_speedup=config.min_speedup,
         threshold=config.threshold,
     )
     pusher = tfx.components.Pusher(
