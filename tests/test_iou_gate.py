@@ -60,7 +60,8 @@ def test_an_as_accurate_and_faster_model_is_blessed(
 
 def test_latencies_are_measured_at_each_models_own_size(tmp_path):
     """Real SavedModels: the same weights at 16 times the pixels take longer."""
-    keras = pytest.importorskip("keras")
+    import keras
+
     from components.export import export_saved_model
     from components.iou_evaluator import median_latencies_ms
 
