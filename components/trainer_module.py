@@ -85,9 +85,12 @@ class _TimeBudget(keras.callbacks.Callback):
         self._seconds = minutes * 60.0
         self._start = time.monotonic()
 
+    def used(self) -> float:
+        """The share of the budget spent so far (0 without a budget)."""
+        return (time.monotonic() - self._start) / self._seconds if self._seconds else 0.0
+
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        elapsed = time.monotonic() - self._start
-        if self._seconds and elapsed >= self._seconds:
+        if self.used() >= 1.0:
             logging.info("Time budget of %.0f s used after epoch %d", self._seconds, epoch + 1)
             self.model.stop_training = True
 
@@ -100,19 +103,15 @@ class _CosineDecay(keras.callbacks.Callback):
     validation split, and a short fine-tune still ends at a low rate.
     """
 
-    def __init__(self, learning_rate: float, minutes: float, epochs: int):
+    def __init__(self, learning_rate: float, budget: _TimeBudget, epochs: int):
         super().__init__()
         self._start_rate = learning_rate
-        self._seconds = minutes * 60.0
+        self._budget = budget
         self._epochs = epochs
         self._epoch = 0
-        self._start = time.monotonic()
 
     def progress(self) -> float:
-        done = self._epoch / self._epochs
-        if self._seconds:
-            done = max(done, (time.monotonic() - self._start) / self._seconds)
-        return min(1.0, done)
+        return min(1.0, max(self._epoch / self._epochs, self._budget.used()))
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._epoch = epoch
@@ -126,9 +125,9 @@ class _CosineDecay(keras.callbacks.Callback):
             logs["learning_rate"] = float(self.model.optimizer.learning_rate.numpy())
 
 
-def _schedule(cfg: dict) -> keras.callbacks.Callback:
+def _schedule(cfg: dict, budget: _TimeBudget) -> keras.callbacks.Callback:
     if cfg["lr_schedule"] == "cosine":
-        return _CosineDecay(cfg["learning_rate"], cfg["max_train_minutes"], cfg["epochs"])
+        return _CosineDecay(cfg["learning_rate"], budget, cfg["epochs"])
     return keras.callbacks.ReduceLROnPlateau(
         monitor="val_foreground_iou", mode="max", factor=0.5, patience=3, min_lr=1e-5
     )
@@ -164,10 +163,11 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         baseline_iou = model.evaluate(evaluation, return_dict=True, verbose=0)["foreground_iou"]
         model.save_weights(best)
         logging.info("Warm-started model: val foreground IoU %.4f", baseline_iou)
+    budget = _TimeBudget(cfg["max_train_minutes"])
     callbacks = [
         keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch"),
         keras.callbacks.BackupAndRestore(_backup_dir(cfg)),
-        _schedule(cfg),
+        _schedule(cfg, budget),
         keras.callbacks.ModelCheckpoint(
             best,
             monitor="val_foreground_iou",
@@ -176,7 +176,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
             save_weights_only=True,
             initial_value_threshold=baseline_iou,
         ),
-        _TimeBudget(cfg["max_train_minutes"]),
+        budget,
     ]
     steps = cfg["steps_per_epoch"] or None
     model.fit(

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from components.trainer_module import _CosineDecay
+from components.trainer_module import _CosineDecay, _TimeBudget
 from tfx_pipeline import config
 
 
@@ -12,9 +12,8 @@ def _rates(minutes: float, epochs: int = 4) -> list[float]:
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
     x = np.zeros((8, 4), np.float32)
-    history = model.fit(
-        x, x[:, :1], epochs=epochs, verbose=0, callbacks=[_CosineDecay(0.1, minutes, epochs)]
-    )
+    schedule = _CosineDecay(0.1, _TimeBudget(minutes), epochs)
+    history = model.fit(x, x[:, :1], epochs=epochs, verbose=0, callbacks=[schedule])
     return history.history["learning_rate"]
 
 
