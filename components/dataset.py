@@ -29,9 +29,27 @@ def _decode(height: int, width: int, size_factor: float):
         example = tf.io.parse_single_example(serialized, pp.FEATURE_SPEC)
         image = pp.resize_image(pp.decode_rgb(example[pp.IMAGE_KEY]), big_h, big_w)
         mask = pp.resize_mask(pp.decode_mask(example[pp.MASK_KEY]), big_h, big_w)
-        return image, mask
+        return image, mask, example[pp.ID_KEY]
 
     return decode
+
+
+def _repeated(repeats: dict[str, int]):
+    """Each photo as often as the count of the first id prefix it starts with
+    (once when none matches); copies come from the decode cache, not from disk."""
+
+    def copies(image, mask, example_id):
+        count = tf.constant(1, tf.int64)
+        for prefix, n in reversed(repeats.items()):
+            starts = tf.strings.substr(example_id, 0, len(prefix)) == prefix
+            count = tf.where(starts, tf.constant(n, tf.int64), count)
+        return tf.data.Dataset.from_tensors((image, mask)).repeat(count)
+
+    return copies
+
+
+def _without_id(image, mask, _):
+    return image, mask
 
 
 def _in_validation(percent: int):
@@ -52,11 +70,14 @@ def train_dataset(
     batch_size: int,
     augmented: bool = True,
     validation_percent: int = 0,
+    repeats: dict[str, int] | None = None,
 ) -> tf.data.Dataset:
+    """``repeats`` maps id prefixes (pairs.id_prefixes) to copies per epoch."""
     factor = aug.MARGIN if augmented else 1.0
     pick = _in_validation(validation_percent)
     ds = _records(files).filter(lambda s: tf.logical_not(pick(s)))
     ds = ds.map(_decode(height, width, factor), num_parallel_calls=_AUTOTUNE).cache()
+    ds = ds.flat_map(_repeated(repeats)) if repeats else ds.map(_without_id)
     ds = ds.shuffle(512, reshuffle_each_iteration=True)
     if augmented:
         # A second, differently shuffled pass lends each photo another's scenery.
@@ -75,7 +96,8 @@ def eval_dataset(
     ds = _records(files)
     if validation_percent:
         ds = ds.filter(_in_validation(validation_percent))
-    ds = ds.map(_decode(height, width, 1.0), num_parallel_calls=_AUTOTUNE).cache()
+    ds = ds.map(_decode(height, width, 1.0), num_parallel_calls=_AUTOTUNE)
+    ds = ds.map(_without_id).cache()
     return ds.batch(batch_size).prefetch(_AUTOTUNE)
 
 

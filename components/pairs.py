@@ -63,13 +63,14 @@ def group_key(stem: str, group_pattern: str) -> str:
 def list_pairs(data_dirs: Sequence[str], group_pattern: str) -> Listing:
     """Pairs of every folder; ids (and groups) get the folder name when there are several."""
     listing = Listing()
-    prefixes = _prefixes(data_dirs)
+    prefixes = id_prefixes(data_dirs)
     for data_dir, prefix in zip(data_dirs, prefixes, strict=True):
         _list_folder(data_dir, prefix, group_pattern, listing)
     return listing
 
 
-def _prefixes(data_dirs: Sequence[str]) -> list[str]:
+def id_prefixes(data_dirs: Sequence[str]) -> list[str]:
+    """What each folder's pair ids start with: its name, once there are several."""
     if len(data_dirs) < 2:
         return [""] * len(data_dirs)
     names = [posixpath.basename(str(d).rstrip("/")) or "data" for d in data_dirs]

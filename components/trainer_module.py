@@ -16,7 +16,7 @@ import keras
 from absl import logging
 from tfx import v1 as tfx
 
-from components import dataset, losses
+from components import dataset, losses, pairs
 from components.architecture import ARCHITECTURE_KEYS
 from components.export import export_saved_model
 from components.unet import build_configured_unet
@@ -59,6 +59,7 @@ def _backup_dir(cfg: dict) -> str:
     keys = (
         *ARCHITECTURE_KEYS,
         "data_dirs",
+        "data_repeats",
         "batch_size",
         "learning_rate",
         "synthetic_count",
@@ -138,8 +139,10 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     keras.utils.set_random_seed(cfg["seed"])
     height, width, batch = cfg["image_height"], cfg["image_width"], cfg["batch_size"]
     percent = round(100 * cfg["validation_fraction"])
+    prefixes = pairs.id_prefixes(cfg["data_dirs"])
+    repeats = dict(zip(prefixes, cfg["data_repeats"], strict=True)) if cfg["data_repeats"] else {}
     train = dataset.train_dataset(
-        fn_args.train_files, height, width, batch, cfg["augment"], percent
+        fn_args.train_files, height, width, batch, cfg["augment"], percent, repeats
     )
     evaluation = dataset.eval_dataset(fn_args.train_files, height, width, batch, percent)
 

@@ -13,7 +13,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 
-from components.architecture import ARCHITECTURE_KEYS, EFFNET_LAST_BLOCK, ENCODERS
+from components.architecture import ARCHITECTURE_KEYS, EFFNET_STRIDES, ENCODERS
 from serving import defaults
 
 if sys.version_info >= (3, 11):
@@ -33,6 +33,10 @@ class PipelineConfig:
     pipeline_name: str = "background-remover"
     # Input folders in the Kaggle TikTok layout; none means a generated sample.
     data_dirs: list[str] = field(default_factory=list)
+    # How often each folder's train photos appear per epoch, in data_dirs'
+    # order (empty: once each): a small set that users care about is not
+    # drowned by a big one.  The eval split and the gate are not weighted.
+    data_repeats: list[int] = field(default_factory=list)
     synthetic_count: int = 120
     pipeline_root: str = "build/pipeline_root"
     metadata_path: str = ""  # default: <pipeline_root>/metadata.sqlite
@@ -99,15 +103,25 @@ class PipelineConfig:
     schema_dir: str = ""
 
     def __post_init__(self) -> None:
+        if self.data_repeats and len(self.data_repeats) != len(self.data_dirs):
+            raise ValueError(
+                f"data_repeats needs one count per data_dirs folder ({len(self.data_dirs)}), "
+                f"not {len(self.data_repeats)}"
+            )
+        if any(not isinstance(n, int) or n < 1 for n in self.data_repeats):
+            raise ValueError(
+                f"data_repeats must be whole numbers of at least 1, not {self.data_repeats}"
+            )
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(
                 f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, not {self.lr_schedule!r}"
             )
         if self.encoder not in ENCODERS:
             raise ValueError(f"encoder must be one of {', '.join(ENCODERS)}, not {self.encoder!r}")
-        if self.effnet_stride not in EFFNET_LAST_BLOCK:
-            strides = tuple(EFFNET_LAST_BLOCK)
-            raise ValueError(f"effnet_stride must be one of {strides}, not {self.effnet_stride!r}")
+        if self.effnet_stride not in EFFNET_STRIDES:
+            raise ValueError(
+                f"effnet_stride must be one of {EFFNET_STRIDES}, not {self.effnet_stride!r}"
+            )
 
     @property
     def metadata_sqlite(self) -> str:
@@ -117,6 +131,7 @@ class PipelineConfig:
         """What the Trainer reads: changing the gate or the serving side does not retrain."""
         keys = (
             "data_dirs",
+            "data_repeats",
             "synthetic_count",
             "pipeline_root",
             *ARCHITECTURE_KEYS,
@@ -183,7 +198,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if kind is bool:
             parser.add_argument(flag, dest=name, type=_parse_bool, metavar="BOOL")
         elif kind is list:
-            parser.add_argument(flag, dest=name, nargs="*")
+            item = int if f.type == "list[int]" else str
+            parser.add_argument(flag, dest=name, nargs="*", type=item)
         else:
             parser.add_argument(flag, dest=name, type=kind)
 
