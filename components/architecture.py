@@ -2,12 +2,12 @@
 not import Keras) and the model builders (which must not import the pipeline)."""
 
 # encoder: "unet" is the original project's, trained from scratch and shaped by
-# unet_filters, unet_depth and separable; "efficientnet-lite0" is pretrained on
-# ImageNet (components/effnet_unet.py) and shaped by effnet_stride and
-# effnet_full_resolution.
-ENCODERS = ("unet", "efficientnet-lite0")
-# effnet_stride -> the Lite0 block that ends the encoder at that stride.
-EFFNET_LAST_BLOCK = {16: 10, 32: 12}
+# unet_filters, unet_depth and separable; "efficientnet-lite0" and the deeper
+# "efficientnet-lite1" are pretrained on ImageNet (components/effnet_unet.py)
+# and shaped by effnet_stride and effnet_full_resolution.
+ENCODERS = ("unet", "efficientnet-lite0", "efficientnet-lite1")
+# Where an EfficientNet encoder may end.
+EFFNET_STRIDES = (16, 32)
 
 # The PipelineConfig field names that define the architecture.
 ARCHITECTURE_KEYS = (

