@@ -10,7 +10,8 @@ and LatestBlessedModelStrategy understand it.
 
 import json
 import os
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import tensorflow as tf
@@ -37,6 +38,9 @@ class Scores:
     mean_iou: float  # mean of per-image IoU
     images: int
     latency_ms: float = 0.0  # median in-process, one image at the model's size; 0: not measured
+    # Mean per-image IoU of each input folder (with several data_dirs), as `make bench`
+    # reports it: a gain on a big folder can hide a loss on a small one.
+    by_folder: dict[str, float] = field(default_factory=dict)
 
 
 def decide(
@@ -83,20 +87,31 @@ def median_latencies_ms(loaded_models: dict[str, object], runs: int) -> dict[str
 
 
 class _Accumulator:
-    def __init__(self) -> None:
+    def __init__(self, folders: Sequence[str]) -> None:
         self.intersection = self.union = 0
         self.per_image: list[float] = []
+        self.folders = {folder: [] for folder in folders}
 
-    def add(self, truth: np.ndarray, pred: np.ndarray) -> None:
+    def add(self, truth: np.ndarray, pred: np.ndarray, example_id: str) -> None:
         inter, union = iou_counts(truth, pred)
         self.intersection += inter
         self.union += union
-        self.per_image.append(1.0 if union == 0 else inter / union)
+        iou = 1.0 if union == 0 else inter / union
+        self.per_image.append(iou)
+        for folder, ious in self.folders.items():
+            if example_id.startswith(folder):
+                ious.append(iou)
+                break
 
     def scores(self) -> Scores:
         total = self.intersection / self.union if self.union else 0.0
         mean = float(np.mean(self.per_image)) if self.per_image else 0.0
-        return Scores(float(total), mean, len(self.per_image))
+        by_folder = {
+            folder.rstrip("/"): float(np.mean(ious))
+            for folder, ious in self.folders.items()
+            if ious
+        }
+        return Scores(float(total), mean, len(self.per_image), by_folder=by_folder)
 
 
 def _predict_full_resolution(signature, images: tf.Tensor, threshold: float) -> list[np.ndarray]:
@@ -113,20 +128,38 @@ def _predict_full_resolution(signature, images: tf.Tensor, threshold: float) -> 
 
 
 def score_models(
-    eval_files: list[str], signatures: dict[str, object], threshold: float, batch_size: int = 8
+    eval_files: list[str],
+    signatures: dict[str, object],
+    threshold: float,
+    batch_size: int = 8,
+    folders: Sequence[str] = (),
 ) -> dict[str, Scores]:
-    """Scores each named signature on the same examples in one pass."""
-    accumulators = {name: _Accumulator() for name in signatures}
+    """Scores each named signature on the same examples in one pass; ``folders``
+    are the id prefixes (pairs.id_prefixes) to score apart as well."""
+    accumulators = {name: _Accumulator(folders) for name in signatures}
     ds = tf.data.TFRecordDataset(eval_files, compression_type="GZIP").batch(batch_size)
-    spec = {pp.IMAGE_KEY: pp.FEATURE_SPEC[pp.IMAGE_KEY], pp.MASK_KEY: pp.FEATURE_SPEC[pp.MASK_KEY]}
+    spec = {
+        pp.IMAGE_KEY: pp.FEATURE_SPEC[pp.IMAGE_KEY],
+        pp.MASK_KEY: pp.FEATURE_SPEC[pp.MASK_KEY],
+        pp.ID_KEY: tf.io.FixedLenFeature([], tf.string, default_value=""),
+    }
     for serialized in ds:
         parsed = tf.io.parse_example(serialized, spec)
         truths = [pp.decode_mask(m).numpy()[..., 0] > 0.5 for m in parsed[pp.MASK_KEY]]
+        ids = [i.decode("utf-8") for i in parsed[pp.ID_KEY].numpy()]
         for name, signature in signatures.items():
             preds = _predict_full_resolution(signature, parsed[pp.IMAGE_KEY], threshold)
-            for truth, pred in zip(truths, preds, strict=True):
-                accumulators[name].add(truth, pred)
+            for truth, pred, example_id in zip(truths, preds, ids, strict=True):
+                accumulators[name].add(truth, pred, example_id)
     return {name: acc.scores() for name, acc in accumulators.items()}
+
+
+def _by_folder_text(scores: dict[str, Scores]) -> str:
+    return "; ".join(
+        f"{name} " + ", ".join(f"{folder} {iou:.4f}" for folder, iou in s.by_folder.items())
+        for name, s in scores.items()
+        if s.by_folder
+    )
 
 
 @tfx.dsl.components.component
@@ -139,6 +172,7 @@ def IoUEvaluator(  # noqa: N802 - TFX names components like classes
     min_improvement: tfx.dsl.components.Parameter[float] = 0.0,
     min_speedup: tfx.dsl.components.Parameter[float] = 0.0,
     threshold: tfx.dsl.components.Parameter[float] = 0.5,
+    folders: tfx.dsl.components.Parameter[str] = "[]",  # JSON list of id prefixes
 ) -> None:
     eval_uri = artifact_utils.get_split_uri([examples], "eval")
     eval_files = tf.io.gfile.glob(os.path.join(eval_uri, "*"))
@@ -148,13 +182,15 @@ def IoUEvaluator(  # noqa: N802 - TFX names components like classes
         if artifact is not None
     }
     signatures = {name: m.signatures[defaults.SIGNATURE_BYTES] for name, m in loaded.items()}
-    scores = score_models(eval_files, signatures, threshold)
+    scores = score_models(eval_files, signatures, threshold, folders=json.loads(folders))
     if baseline_model is not None and min_speedup > 0:
         for name, ms in median_latencies_ms(loaded, LATENCY_RUNS).items():
             scores[name] = replace(scores[name], latency_ms=ms)
     candidate, baseline = scores["candidate"], scores.get("baseline")
     blessed, reason = decide(candidate, baseline, min_iou, min_improvement, min_speedup)
     logging.info("IoU gate: %s (%s)", "BLESSED" if blessed else "NOT BLESSED", reason)
+    if _by_folder_text(scores):
+        logging.info("Mean per-image IoU by folder: %s", _by_folder_text(scores))
 
     blessing.set_int_custom_property("blessed", int(blessed))
     blessing.set_int_custom_property("current_model_id", model.id)

@@ -85,7 +85,7 @@ def test_no_eval_images_is_never_blessed():
     assert not ok and "no images" in reason
 
 
-def _example(image: np.ndarray, mask: np.ndarray) -> bytes:
+def _example(image: np.ndarray, mask: np.ndarray, example_id: str = "") -> bytes:
     def png(a):
         buf = io.BytesIO()
         Image.fromarray(a).save(buf, "PNG")
@@ -95,6 +95,8 @@ def _example(image: np.ndarray, mask: np.ndarray) -> bytes:
         "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[png(image)])),
         "mask": tf.train.Feature(bytes_list=tf.train.BytesList(value=[png(mask)])),
     }
+    if example_id:
+        feature["id"] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[example_id.encode()]))
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
@@ -108,6 +110,10 @@ def test_score_models_against_numpy(tmp_path):
     with tf.io.TFRecordWriter(path, options="GZIP") as writer:
         for m in masks:
             writer.write(_example(np.zeros((20, 40, 3), np.uint8), m))
+    by_folder = str(tmp_path / "by_folder.gz")
+    with tf.io.TFRecordWriter(by_folder, options="GZIP") as writer:
+        for m, example_id in zip(masks, ("big/a", "small/b", "big/c"), strict=True):
+            writer.write(_example(np.zeros((20, 40, 3), np.uint8), m, example_id))
 
     def left_half(images):
         n = tf.shape(images)[0]
@@ -124,3 +130,9 @@ def test_score_models_against_numpy(tmp_path):
     assert got.mean_iou == pytest.approx((1.0 + 0.5 + 0.0) / 3)
     # Dataset-level: intersections 400 + 200 + 0 over unions 400 + 400 + 600.
     assert got.foreground_iou == pytest.approx(600 / 1400)
+    assert got.by_folder == {}  # one folder: nothing to tell apart
+
+    folders = ["big/", "small/"]
+    got = score_models([by_folder], {"candidate": left_half}, 0.5, 2, folders)["candidate"]
+    assert got.by_folder == pytest.approx({"big": 0.5, "small": 0.5})
+    assert got.mean_iou == pytest.approx(0.5)

@@ -6,6 +6,7 @@ ingest -> statistics -> schema -> validation -> gate -> train -> IoU gate -> pus
 
 from __future__ import annotations
 
+import json
 import os
 
 from ml_metadata.proto import metadata_store_pb2
@@ -13,6 +14,7 @@ from tfx import v1 as tfx
 
 from components.image_example_gen import ImageExampleGen
 from components.iou_evaluator import IoUEvaluator
+from components.pairs import id_prefixes
 from components.rollout_check import RolloutCheck
 from components.validation_gate import ValidationGate
 from tfx_pipeline.config import PipelineConfig
@@ -81,6 +83,7 @@ def create_pipeline(
         min_improvement=config.min_improvement,
         min_speedup=config.min_speedup,
         threshold=config.threshold,
+        folders=json.dumps([p for p in id_prefixes(config.data_dirs) if p]),
     )
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"],
