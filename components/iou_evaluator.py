@@ -189,8 +189,8 @@ def IoUEvaluator(  # noqa: N802 - TFX names components like classes
     candidate, baseline = scores["candidate"], scores.get("baseline")
     blessed, reason = decide(candidate, baseline, min_iou, min_improvement, min_speedup)
     logging.info("IoU gate: %s (%s)", "BLESSED" if blessed else "NOT BLESSED", reason)
-    if _by_folder_text(scores):
-        logging.info("Mean per-image IoU by folder: %s", _by_folder_text(scores))
+    if by_folder := _by_folder_text(scores):
+        logging.info("Mean per-image IoU by folder: %s", by_folder)
 
     blessing.set_int_custom_property("blessed", int(blessed))
     blessing.set_int_custom_property("current_model_id", model.id)
