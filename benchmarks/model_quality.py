@@ -1,9 +1,10 @@
 """Per model variant: in-process latency at its resolution and foreground IoU per eval set.
 
-IoU is scored like ``components/iou_evaluator.py``: per image, at threshold
-0.5, both at model resolution (ground truth area-downsampled) and at full
-resolution (the uint8 mask upsampled bilinearly to the stored photo's size, and
-with the client's guided filter).
+IoU is scored like ``components/iou_evaluator.py``, on the masks the model's
+``serving_default`` returns (the path users hit): per image, at threshold 0.5,
+both at model resolution (ground truth area-downsampled) and at full resolution
+(the uint8 mask upsampled bilinearly to the stored photo's size, and with the
+client's guided filter).
 The eval split is the pipeline's own, read from ImageExampleGen's newest output.
 """
 
@@ -111,17 +112,16 @@ def _latencies(calls: dict[str, tuple], image: bytes | None, runs: int) -> dict[
     return {name: summary_ms(values) for name, values in times.items()}
 
 
-def _score_image(example: EvalExample, probabilities: np.ndarray, scores: SetScores) -> None:
+def _score_image(example: EvalExample, quantized: np.ndarray, scores: SetScores) -> None:
+    """``quantized``: the uint8 mask serving_default returned, which the IoU gate upsamples."""
     from components import preprocessing as pp
     from components.losses import iou, iou_counts
 
-    height, width = probabilities.shape
+    height, width = quantized.shape
     mask = pp.decode_mask(example.mask)
     truth_full = mask.numpy()[..., 0] > 0.5
     truth_model = pp.resize_mask(mask, height, width).numpy()[..., 0] > 0.5
-    scores.iou_model.append(iou(truth_model, probabilities > 0.5))
-    # Exactly what serving_default returns and the IoU gate upsamples.
-    quantized = np.round(np.clip(probabilities, 0.0, 1.0) * 255.0).astype(np.uint8)
+    scores.iou_model.append(iou(truth_model, quantized > 127))
     pred_full = pp.upsample_mask(quantized, *truth_full.shape).numpy() > 0.5
     inter, union = iou_counts(truth_full, pred_full)
     scores.intersection += inter
@@ -144,16 +144,18 @@ def _score_image(example: EvalExample, probabilities: np.ndarray, scores: SetSco
     )
 
 
-def _score(fn, size: tuple[int, int], examples: list[EvalExample]) -> dict[str, SetScores]:
+def _score(serve, examples: list[EvalExample]) -> dict[str, SetScores]:
     import tensorflow as tf
+
+    from serving import defaults
 
     by_set: dict[str, SetScores] = defaultdict(SetScores)
     for start in range(0, len(examples), BATCH):
         batch = examples[start : start + BATCH]
-        pixels = tf.stack([_pixels(e.image, *size) for e in batch])
-        probabilities = fn(pixels=pixels)["probabilities"].numpy()[..., 0]
-        for example, probs in zip(batch, probabilities, strict=True):
-            _score_image(example, probs, by_set[example.set_name])
+        images = tf.constant([e.image for e in batch])
+        masks = serve(**{defaults.INPUT_IMAGES: images})[defaults.OUTPUT_MASK].numpy()
+        for example, mask in zip(batch, masks, strict=True):
+            _score_image(example, mask, by_set[example.set_name])
     return dict(sorted(by_set.items()))
 
 
@@ -195,7 +197,7 @@ def run(
         for name, model in loaded.items()
     }
     latencies = _latencies(calls, examples[0].image if examples else None, runs)
-    for index, (name, (fn, size)) in enumerate(calls.items()):
+    for index, (name, (_, size)) in enumerate(calls.items()):
         latency = latencies[name]
         log(SECTION, f"{name}: {size[1]}x{size[0]}, median {latency['median']} ms per image")
         entry = {
@@ -204,7 +206,7 @@ def run(
             "latency_ms": latency,
         }
         if examples:
-            scored = _score(fn, size, examples)
+            scored = _score(loaded[name].signatures[defaults.SIGNATURE_BYTES], examples)
             entry["sets"] = {set_: scores.summary() for set_, scores in scored.items()}
             log(SECTION, f"{name}: {entry['sets']}")
             if index == 0:
@@ -223,6 +225,8 @@ def run(
         + [
             "latency: predict_float on one image, batch 1, in-process, after 3 warm-up calls; "
             "the variants' calls interleaved",
+            "IoU of the uint8 masks serving_default returns (landscape photos run turned "
+            "in models exported since 2026-11-24, squeezed before); "
             "mean_iou_model_res: per-image IoU at model resolution (truth area-downsampled, "
             "both > 0.5); mean_iou_full_res: the uint8 mask upsampled bilinearly to the stored "
             "photo, as components/iou_evaluator.py scores; "

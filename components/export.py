@@ -2,7 +2,8 @@
 
 ``serving_default`` takes encoded photos of any size, so a client needs no
 TensorFlow: it sends JPEG/PNG bytes and gets back a uint8 mask at the model's
-resolution with the photo's original height and width.  BatchNorms are folded
+resolution with the photo's original height and width.  A photo in the other
+orientation than the model's runs turned, not squeezed.  BatchNorms are folded
 into the convolutions first (components/batchnorm_folding.py).
 """
 
@@ -16,24 +17,74 @@ from components.batchnorm_folding import fold_batch_norms
 from serving import defaults
 
 
-def _mask_from_bytes(model: keras.Model, images: tf.Tensor) -> dict[str, tf.Tensor]:
+def _turned(model: keras.Model) -> keras.Model:
+    """The same layers and weights, taking the input turned by 90 degrees.
+
+    Every layer is convolutional or global, so the network runs at either orientation.
+    """
+    height, width = model.input_shape[1], model.input_shape[2]
+    inputs = keras.tree.map_structure(
+        lambda tensor: keras.Input((width, height, 3), name=tensor.name), model.input
+    )
+    return keras.models.clone_model(model, input_tensors=inputs, clone_function=lambda layer: layer)
+
+
+def _probabilities(model: keras.Model, turned: keras.Model, images: tf.Tensor):
+    """Encoded photos -> person probabilities (N, H, W) at the model's size, and each
+    photo's height and width.
+
+    A photo whose orientation differs from the model's runs through ``turned``, so a
+    landscape photo is not squeezed into a portrait input (people keep their shape;
+    on hsd's landscape photos that is worth 0.02 IoU, docs/model-variants.md).  Its
+    mask is resized back to the model's size so that every photo's mask has one shape.
+    """
     height, width = model.input_shape[1], model.input_shape[2]
 
     def decode(image_bytes):
         image = pp.decode_rgb(image_bytes)
         size = tf.shape(image)[:2]
-        return pp.resize_image(image, height, width), size[0], size[1]
+        turn = pp.runs_turned(size[0], size[1], height, width)
+        # Turned photos are stored transposed, so that all stack into one tensor.
+        pixels = tf.cond(
+            turn,
+            lambda: tf.transpose(pp.resize_image(image, width, height), [1, 0, 2]),
+            lambda: pp.resize_image(image, height, width),
+        )
+        return pixels, turn, size[0], size[1]
 
-    pixels, heights, widths = tf.map_fn(
+    pixels, turns, heights, widths = tf.map_fn(
         decode,
         images,
         fn_output_signature=(
             tf.TensorSpec([height, width, 3], tf.float32),
+            tf.TensorSpec([], tf.bool),
             tf.TensorSpec([], tf.int32),
             tf.TensorSpec([], tf.int32),
         ),
     )
-    probabilities = model(pixels, training=False)[..., 0]
+
+    def run(indices, network, turn):
+        def call():
+            batch = tf.gather(pixels, indices)
+            if not turn:
+                return network(batch, training=False)[..., 0]
+            probabilities = network(tf.transpose(batch, [0, 2, 1, 3]), training=False)
+            return tf.image.resize(probabilities, [height, width])[..., 0]
+
+        # Skipped when no photo of the batch has this orientation.
+        return tf.cond(tf.size(indices) > 0, call, lambda: tf.zeros([0, height, width]))
+
+    upright = tf.cast(tf.where(~turns)[:, 0], tf.int32)
+    sideways = tf.cast(tf.where(turns)[:, 0], tf.int32)
+    probabilities = tf.dynamic_stitch(
+        [upright, sideways], [run(upright, model, False), run(sideways, turned, True)]
+    )
+    probabilities.set_shape([None, height, width])
+    return probabilities, heights, widths
+
+
+def _mask_from_bytes(model: keras.Model, turned: keras.Model, images: tf.Tensor):
+    probabilities, heights, widths = _probabilities(model, turned, images)
     mask = tf.cast(tf.round(tf.clip_by_value(probabilities, 0.0, 1.0) * 255.0), tf.uint8)
     return {
         defaults.OUTPUT_MASK: mask,
@@ -44,13 +95,14 @@ def _mask_from_bytes(model: keras.Model, images: tf.Tensor) -> dict[str, tf.Tens
 
 def export_saved_model(model: keras.Model, export_dir: str) -> None:
     model = fold_batch_norms(model)
+    turned = _turned(model)
     height, width = model.input_shape[1], model.input_shape[2]
     archive = keras.export.ExportArchive()
     archive.track(model)
 
     archive.add_endpoint(
         name=defaults.SIGNATURE_BYTES,
-        fn=lambda images: _mask_from_bytes(model, images),
+        fn=lambda images: _mask_from_bytes(model, turned, images),
         input_signature=[tf.TensorSpec([None], tf.string, name=defaults.INPUT_IMAGES)],
     )
     archive.add_endpoint(
@@ -61,12 +113,8 @@ def export_saved_model(model: keras.Model, export_dir: str) -> None:
 
     def from_examples(examples):
         parsed = tf.io.parse_example(examples, {pp.IMAGE_KEY: pp.FEATURE_SPEC[pp.IMAGE_KEY]})
-        pixels = tf.map_fn(
-            lambda b: pp.resize_image(pp.decode_rgb(b), height, width),
-            parsed[pp.IMAGE_KEY],
-            fn_output_signature=tf.TensorSpec([height, width, 3], tf.float32),
-        )
-        return {"probabilities": model(pixels, training=False)}
+        probabilities, _, _ = _probabilities(model, turned, parsed[pp.IMAGE_KEY])
+        return {"probabilities": probabilities[..., None]}
 
     archive.add_endpoint(
         name=defaults.SIGNATURE_EXAMPLES,

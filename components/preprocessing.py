@@ -36,6 +36,16 @@ def resize_image(image: tf.Tensor, height: int, width: int) -> tf.Tensor:
     return tf.image.resize(image, [height, width], method="bilinear", antialias=True)
 
 
+def runs_turned(image_height, image_width, height: int, width: int) -> tf.Tensor:
+    """Whether a photo goes through the model turned: when it is landscape and the
+    model portrait (or the other way round), since squeezing it would distort people."""
+    if height > width:
+        return image_width > image_height
+    if width > height:
+        return image_height > image_width
+    return tf.constant(False)
+
+
 def resize_mask(mask: tf.Tensor, height: int, width: int) -> tf.Tensor:
     """Area-averaged, so the training target is a soft mask at the model's size."""
     return tf.image.resize(mask, [height, width], method="area")

@@ -3,6 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
+from components import preprocessing as pp
 from components.batchnorm_folding import fold_batch_norms
 from components.export import export_saved_model
 from components.unet import build_unet
@@ -42,3 +43,41 @@ def test_saved_model_loads_the_way_tf_serving_loads_it(tmp_path):
             {signature.inputs["pixels"].name: pixels},
         )
     np.testing.assert_allclose(served, model(pixels).numpy(), atol=1e-6)
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    return tf.io.encode_png(tf.constant(pixels)).numpy()
+
+
+def test_landscape_photos_run_turned_not_squeezed(tmp_path):
+    """In one batch, a portrait photo takes the model as trained and a landscape one
+    the same weights at the turned size, its mask resized back to the model's shape."""
+    model = build_unet(32, 16, filters=4, depth=2)
+    export_saved_model(model, str(tmp_path))
+    rng = np.random.default_rng(2)
+    photos = {
+        "landscape": rng.integers(0, 256, (40, 90, 3), dtype=np.uint8),
+        "portrait": rng.integers(0, 256, (60, 30, 3), dtype=np.uint8),
+    }
+    sideways = build_unet(16, 32, filters=4, depth=2)
+    sideways.set_weights(model.get_weights())
+
+    def resized(name, height, width):
+        return pp.resize_image(tf.constant(photos[name] / 255.0, tf.float32), height, width)[None]
+
+    expected = {
+        "portrait": model(resized("portrait", 32, 16))[0, ..., 0],
+        "landscape": tf.image.resize(sideways(resized("landscape", 16, 32)), [32, 16])[0, ..., 0],
+    }
+    squeezed = model(resized("landscape", 32, 16))[0, ..., 0]
+    assert np.abs(squeezed - expected["landscape"]).max() > 0.01  # the test can tell them apart
+
+    loaded = tf.saved_model.load(str(tmp_path))
+    order = ["landscape", "portrait", "landscape"]
+    images = tf.constant([_png(photos[name]) for name in order])
+    served = loaded.signatures[defaults.SIGNATURE_BYTES](**{defaults.INPUT_IMAGES: images})
+    masks = served[defaults.OUTPUT_MASK].numpy()
+    assert masks.shape == (3, 32, 16)
+    assert served[defaults.OUTPUT_WIDTH].numpy().tolist() == [90, 30, 90]
+    for name, mask in zip(order, masks, strict=True):
+        np.testing.assert_allclose(mask / 255.0, expected[name], atol=1 / 255 + 1e-6)
