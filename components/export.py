@@ -9,6 +9,8 @@ into the convolutions first (components/batchnorm_folding.py).
 
 from __future__ import annotations
 
+import argparse
+
 import keras
 import tensorflow as tf
 
@@ -127,3 +129,17 @@ def export_saved_model(model: keras.Model, export_dir: str) -> None:
     for name in ("variables", "trainable_variables", "non_trainable_variables"):
         setattr(archive._tf_trackable, name, [])
     archive.write_out(export_dir, verbose=False)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Re-exports a Trainer's Keras model, so that a model already trained gains a
+    better serving path (as models/bgremover/1 gained the turned landscape path)."""
+    parser = argparse.ArgumentParser(prog="python -m components.export", description=main.__doc__)
+    parser.add_argument("keras_model", help="a Trainer's model/<id>/keras/model.keras")
+    parser.add_argument("export_dir", help="where to write the SavedModel")
+    args = parser.parse_args(argv)
+    export_saved_model(keras.models.load_model(args.keras_model, compile=False), args.export_dir)
+
+
+if __name__ == "__main__":
+    main()

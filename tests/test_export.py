@@ -6,6 +6,7 @@ import tensorflow as tf
 from components import preprocessing as pp
 from components.batchnorm_folding import fold_batch_norms
 from components.export import export_saved_model
+from components.export import main as export_main
 from components.unet import build_unet
 from serving import defaults
 
@@ -81,3 +82,13 @@ def test_landscape_photos_run_turned_not_squeezed(tmp_path):
     assert served[defaults.OUTPUT_WIDTH].numpy().tolist() == [90, 30, 90]
     for name, mask in zip(order, masks, strict=True):
         np.testing.assert_allclose(mask / 255.0, expected[name], atol=1 / 255 + 1e-6)
+
+
+def test_a_trained_keras_model_can_be_exported_again(tmp_path):
+    model = build_unet(32, 16, filters=4, depth=2)
+    model.save(tmp_path / "model.keras")
+    export_main([str(tmp_path / "model.keras"), str(tmp_path / "export")])
+    loaded = tf.saved_model.load(str(tmp_path / "export"))
+    pixels = np.random.default_rng(3).random((1, 32, 16, 3), dtype=np.float32)
+    served = loaded.signatures[defaults.SIGNATURE_FLOAT](pixels=tf.constant(pixels))
+    np.testing.assert_allclose(served["probabilities"].numpy(), model(pixels).numpy(), atol=1e-6)
