@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import tensorflow as tf
 
 IMAGE_KEY = "image"
@@ -37,13 +39,19 @@ def resize_image(image: tf.Tensor, height: int, width: int) -> tf.Tensor:
 
 
 def runs_turned(image_height, image_width, height: int, width: int) -> tf.Tensor:
-    """Whether a photo goes through the model turned: when it is landscape and the
-    model portrait (or the other way round), since squeezing it would distort people."""
-    if height > width:
-        return image_width > image_height
-    if width > height:
-        return image_height > image_width
-    return tf.constant(False)
+    """Whether a photo goes through the model turned (a portrait model and a landscape
+    photo, or the other way round), since squeezing it would distort people.
+
+    Only a photo closer in shape to the turned input than to a square turns: the model
+    is trained upright, and a square photo is distorted as much either way.
+    """
+    if height == width:
+        return tf.constant(False)
+    midpoint = math.sqrt(max(height, width) / min(height, width))
+    long_side, short_side = (
+        (image_width, image_height) if height > width else (image_height, image_width)
+    )
+    return tf.cast(long_side, tf.float32) > midpoint * tf.cast(short_side, tf.float32)
 
 
 def resize_mask(mask: tf.Tensor, height: int, width: int) -> tf.Tensor:

@@ -51,14 +51,17 @@ def _png(pixels: np.ndarray) -> bytes:
 
 
 def test_landscape_photos_run_turned_not_squeezed(tmp_path):
-    """In one batch, a portrait photo takes the model as trained and a landscape one
-    the same weights at the turned size, its mask resized back to the model's shape."""
+    """In one batch, a portrait or nearly square photo takes the model as trained and a
+    landscape one the same weights at the turned size, its mask resized back to the
+    model's shape."""
     model = build_unet(32, 16, filters=4, depth=2)
     export_saved_model(model, str(tmp_path))
     rng = np.random.default_rng(2)
     photos = {
         "landscape": rng.integers(0, 256, (40, 90, 3), dtype=np.uint8),
         "portrait": rng.integers(0, 256, (60, 30, 3), dtype=np.uint8),
+        # Wider than tall, but closer to a square than to the turned 16x32 input.
+        "squarish": rng.integers(0, 256, (50, 60, 3), dtype=np.uint8),
     }
     sideways = build_unet(16, 32, filters=4, depth=2)
     sideways.set_weights(model.get_weights())
@@ -68,18 +71,19 @@ def test_landscape_photos_run_turned_not_squeezed(tmp_path):
 
     expected = {
         "portrait": model(resized("portrait", 32, 16))[0, ..., 0],
+        "squarish": model(resized("squarish", 32, 16))[0, ..., 0],
         "landscape": tf.image.resize(sideways(resized("landscape", 16, 32)), [32, 16])[0, ..., 0],
     }
     squeezed = model(resized("landscape", 32, 16))[0, ..., 0]
     assert np.abs(squeezed - expected["landscape"]).max() > 0.01  # the test can tell them apart
 
     loaded = tf.saved_model.load(str(tmp_path))
-    order = ["landscape", "portrait", "landscape"]
+    order = ["landscape", "portrait", "squarish", "landscape"]
     images = tf.constant([_png(photos[name]) for name in order])
     served = loaded.signatures[defaults.SIGNATURE_BYTES](**{defaults.INPUT_IMAGES: images})
     masks = served[defaults.OUTPUT_MASK].numpy()
-    assert masks.shape == (3, 32, 16)
-    assert served[defaults.OUTPUT_WIDTH].numpy().tolist() == [90, 30, 90]
+    assert masks.shape == (4, 32, 16)
+    assert served[defaults.OUTPUT_WIDTH].numpy().tolist() == [90, 30, 60, 90]
     for name, mask in zip(order, masks, strict=True):
         np.testing.assert_allclose(mask / 255.0, expected[name], atol=1 / 255 + 1e-6)
 
