@@ -33,9 +33,10 @@ def test_saved_model_stores_each_weight_once_and_matches_keras(tmp_path):
 def test_saved_model_loads_the_way_tf_serving_loads_it(tmp_path):
     """TF Serving restores variables through the MetaGraph's saver, not the Python
     object graph; TF1's loader takes that same path."""
-    model = build_unet(32, 32, filters=4, depth=2)
+    model = build_unet(32, 16, filters=4, depth=2)
     export_saved_model(model, str(tmp_path))
-    pixels = np.random.default_rng(1).random((1, 32, 32, 3), dtype=np.float32)
+    pixels = np.random.default_rng(1).random((1, 32, 16, 3), dtype=np.float32)
+    landscape = _png(np.zeros((20, 50, 3), np.uint8))
     with tf.Graph().as_default(), tf.compat.v1.Session() as session:
         meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], str(tmp_path))
         signature = meta_graph.signature_def[defaults.SIGNATURE_FLOAT]
@@ -43,7 +44,14 @@ def test_saved_model_loads_the_way_tf_serving_loads_it(tmp_path):
             signature.outputs["probabilities"].name,
             {signature.inputs["pixels"].name: pixels},
         )
+        # serving_default's control flow (a landscape photo, turned) runs the same way.
+        by_bytes = meta_graph.signature_def[defaults.SIGNATURE_BYTES]
+        mask = session.run(
+            by_bytes.outputs[defaults.OUTPUT_MASK].name,
+            {by_bytes.inputs[defaults.INPUT_IMAGES].name: [landscape]},
+        )
     np.testing.assert_allclose(served, model(pixels).numpy(), atol=1e-6)
+    assert mask.shape == (1, 32, 16) and mask.dtype == np.uint8
 
 
 def _png(pixels: np.ndarray) -> bytes:
