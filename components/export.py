@@ -37,7 +37,7 @@ def _probabilities(model: keras.Model, turned: keras.Model, images: tf.Tensor):
 
     A photo whose orientation differs from the model's runs through ``turned``, so a
     landscape photo is not squeezed into a portrait input (people keep their shape;
-    on hsd's landscape photos that is worth 0.02 IoU, docs/model-variants.md).  Its
+    on hsd's eval photos that is worth 0.015 IoU, docs/model-variants.md).  Its
     mask is resized back to the model's size so that every photo's mask has one shape.
     """
     height, width = model.input_shape[1], model.input_shape[2]
