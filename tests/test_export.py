@@ -1,5 +1,6 @@
 """The exported SavedModel holds each (folded) weight once and answers as the Keras model does."""
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -62,6 +63,7 @@ def test_landscape_photos_run_turned_not_squeezed(tmp_path):
     """In one batch, a portrait or nearly square photo takes the model as trained and a
     landscape one the same weights at the turned size, its mask resized back to the
     model's shape."""
+    keras.utils.set_random_seed(0)  # untrained masks that tell the two paths apart
     model = build_unet(32, 16, filters=4, depth=2)
     export_saved_model(model, str(tmp_path))
     rng = np.random.default_rng(2)
@@ -83,7 +85,7 @@ def test_landscape_photos_run_turned_not_squeezed(tmp_path):
         "landscape": tf.image.resize(sideways(resized("landscape", 16, 32)), [32, 16])[0, ..., 0],
     }
     squeezed = model(resized("landscape", 32, 16))[0, ..., 0]
-    assert np.abs(squeezed - expected["landscape"]).max() > 0.01  # the test can tell them apart
+    assert np.abs(squeezed - expected["landscape"]).max() > 3 / 255
 
     loaded = tf.saved_model.load(str(tmp_path))
     order = ["landscape", "portrait", "squarish", "landscape"]
