@@ -9,7 +9,9 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from benchmarks.models import input_size
 from components import pairs
+from components import preprocessing as pp
 from components.iou_evaluator import _predict_full_resolution
 from components.losses import iou
 from serving import defaults
@@ -45,24 +47,52 @@ def test_shipped_model_is_small_and_has_the_client_signatures():
 
 
 def _eval_pairs(name: str) -> list[pairs.Pair]:
-    """Photos of the set's eval split, as the real pipeline run splits them."""
-    listing = pairs.list_pairs([str(SHARED / name)], REAL.group_pattern)
+    """Photos of the set's eval split, as the real pipeline run splits them: listed
+    with all its folders, since the ids (``hsd/...``) decide the split."""
+    folders = [SHARED / Path(d).name for d in REAL.data_dirs]
+    if not all(folder.is_dir() for folder in folders):
+        pytest.skip(f"{SHARED} lacks one of {[f.name for f in folders]} (real photos)")
+    listing = pairs.list_pairs([str(f) for f in folders], REAL.group_pattern)
     splits = pairs.assign_splits(listing.pairs, REAL.eval_fraction, REAL.group_pattern)
     chosen = [p for p in listing.pairs if splits[p.group] == pairs.EVAL]
-    return sorted(chosen, key=lambda p: p.id)[:PHOTOS_PER_SET]
+    return sorted((p for p in chosen if p.id.startswith(f"{name}/")), key=lambda p: p.id)
+
+
+def _iou(signature, pair: pairs.Pair) -> float:
+    truth = np.asarray(Image.open(pair.mask).convert("L")) > 127
+    image = tf.constant([Path(pair.image).read_bytes()])
+    [pred] = _predict_full_resolution(signature, image, threshold=0.5)
+    assert pred.shape == truth.shape
+    return iou(truth, pred)
 
 
 @pytest.mark.realdata
 @pytest.mark.parametrize("name", sorted(FLOORS))
 def test_shipped_model_segments_real_people(signature, name):
-    if not (SHARED / name).is_dir():
-        pytest.skip(f"{SHARED / name} is absent (real photos live in ../shared/data)")
-    scores = []
-    for pair in _eval_pairs(name):
-        truth = np.asarray(Image.open(pair.mask).convert("L")) > 127
-        image = tf.constant([Path(pair.image).read_bytes()])
-        [pred] = _predict_full_resolution(signature, image, threshold=0.5)
-        assert pred.shape == truth.shape
-        scores.append(iou(truth, pred))
+    scores = [_iou(signature, pair) for pair in _eval_pairs(name)[:PHOTOS_PER_SET]]
     assert len(scores) == PHOTOS_PER_SET
     assert np.mean(scores) >= FLOORS[name], scores
+
+
+@pytest.mark.realdata
+def test_shipped_model_turns_landscape_photos_and_gains(signature):
+    """The shipped export runs landscape photos turned (docs/model-variants.md): on
+    hsd's landscape eval photos that scores higher than squeezing them into its input."""
+    landscape = [p for p in _eval_pairs("hsd") if _aspect(p) > 1.2]
+    assert len(landscape) >= 20
+    loaded = tf.saved_model.load(str(SHIPPED))
+    squeezed, size = loaded.signatures[defaults.SIGNATURE_FLOAT], input_size(loaded)
+    turned_scores, squeezed_scores = [], []
+    for pair in landscape:
+        turned_scores.append(_iou(signature, pair))
+        truth = np.asarray(Image.open(pair.mask).convert("L")) > 127
+        pixels = pp.resize_image(pp.decode_rgb(Path(pair.image).read_bytes()), *size)
+        probabilities = squeezed(pixels=pixels[None])["probabilities"][0, ..., 0]
+        mask = tf.cast(tf.round(probabilities * 255.0), tf.uint8)
+        squeezed_scores.append(iou(truth, pp.upsample_mask(mask, *truth.shape).numpy() > 0.5))
+    assert np.mean(turned_scores) > np.mean(squeezed_scores) + 0.005
+
+
+def _aspect(pair: pairs.Pair) -> float:
+    with Image.open(pair.image) as image:
+        return image.width / image.height
