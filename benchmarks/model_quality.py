@@ -90,7 +90,7 @@ def read_eval(folder: Path, limit_per_set: int | None) -> list[EvalExample]:
 
 
 def _pixels(image: bytes, height: int, width: int):
-    """The serving signature's own preprocessing: decode, antialiased bilinear resize."""
+    """Pixels for ``predict_float`` (latency only): decode, antialiased bilinear resize."""
     from components import preprocessing as pp
 
     return pp.resize_image(pp.decode_rgb(image), height, width)
@@ -225,8 +225,8 @@ def run(
         + [
             "latency: predict_float on one image, batch 1, in-process, after 3 warm-up calls; "
             "the variants' calls interleaved",
-            "IoU of the uint8 masks serving_default returns (landscape photos run turned "
-            "in models exported since 2026-11-24, squeezed before); "
+            "IoU of the uint8 masks serving_default returns, each model as it serves "
+            "(exports from before components/export.py turned landscape photos squeeze them); "
             "mean_iou_model_res: per-image IoU at model resolution (truth area-downsampled, "
             "both > 0.5); mean_iou_full_res: the uint8 mask upsampled bilinearly to the stored "
             "photo, as components/iou_evaluator.py scores; "

@@ -2,8 +2,9 @@
 
 ``serving_default`` takes encoded photos of any size, so a client needs no
 TensorFlow: it sends JPEG/PNG bytes and gets back a uint8 mask at the model's
-resolution with the photo's original height and width.  A photo in the other
-orientation than the model's runs turned, not squeezed.  BatchNorms are folded
+resolution with the photo's original height and width.  A landscape photo for a
+portrait model (or the reverse) runs at the transposed input size instead of being
+squeezed (``preprocessing.runs_turned``).  BatchNorms are folded
 into the convolutions first (components/batchnorm_folding.py).
 """
 
@@ -20,10 +21,9 @@ from serving import defaults
 
 
 def _turned(model: keras.Model) -> keras.Model:
-    """The same layers and weights, taking the input turned by 90 degrees.
-
-    Every layer is convolutional or global, so the network runs at either orientation.
-    """
+    """The same layers and weights at the transposed input size (192x256 for a 256x192
+    model); photos stay upright.  Every layer is convolutional or global, so the
+    network runs at either size."""
     height, width = model.input_shape[1], model.input_shape[2]
     inputs = keras.tree.map_structure(
         lambda tensor: keras.Input((width, height, 3), name=tensor.name), model.input
@@ -31,14 +31,15 @@ def _turned(model: keras.Model) -> keras.Model:
     return keras.models.clone_model(model, input_tensors=inputs, clone_function=lambda layer: layer)
 
 
-def _probabilities(model: keras.Model, turned: keras.Model, images: tf.Tensor):
+def _probabilities(model: keras.Model, turned: keras.Model | None, images: tf.Tensor):
     """Encoded photos -> person probabilities (N, H, W) at the model's size, and each
     photo's height and width.
 
-    A photo whose orientation differs from the model's runs through ``turned``, so a
-    landscape photo is not squeezed into a portrait input (people keep their shape;
-    on hsd's eval photos that is worth 0.015 IoU, docs/model-variants.md).  Its
-    mask is resized back to the model's size so that every photo's mask has one shape.
+    A photo for which ``pp.runs_turned`` holds goes through ``turned``, so a landscape
+    photo is not squeezed into a portrait input (people keep their shape; on hsd's eval
+    photos that is worth 0.015 IoU, docs/model-variants.md).  Its mask is resized back
+    to the model's size so that every photo's mask has one shape.  Square models
+    (``turned`` None) take every photo as it is.
     """
     height, width = model.input_shape[1], model.input_shape[2]
 
@@ -49,8 +50,8 @@ def _probabilities(model: keras.Model, turned: keras.Model, images: tf.Tensor):
         # Turned photos are stored transposed, so that all stack into one tensor.
         pixels = tf.cond(
             turn,
-            lambda: tf.transpose(pp.resize_image(image, width, height), [1, 0, 2]),
-            lambda: pp.resize_image(image, height, width),
+            lambda: tf.transpose(pp.resize_image(image, height=width, width=height), [1, 0, 2]),
+            lambda: pp.resize_image(image, height=height, width=width),
         )
         return pixels, turn, size[0], size[1]
 
@@ -76,6 +77,8 @@ def _probabilities(model: keras.Model, turned: keras.Model, images: tf.Tensor):
         # Skipped when no photo of the batch has this orientation.
         return tf.cond(tf.size(indices) > 0, call, lambda: tf.zeros([0, height, width]))
 
+    if turned is None:
+        return model(pixels, training=False)[..., 0], heights, widths
     upright = tf.cast(tf.where(~turns)[:, 0], tf.int32)
     sideways = tf.cast(tf.where(turns)[:, 0], tf.int32)
     probabilities = tf.dynamic_stitch(
@@ -85,7 +88,7 @@ def _probabilities(model: keras.Model, turned: keras.Model, images: tf.Tensor):
     return probabilities, heights, widths
 
 
-def _mask_from_bytes(model: keras.Model, turned: keras.Model, images: tf.Tensor):
+def _mask_from_bytes(model: keras.Model, turned: keras.Model | None, images: tf.Tensor):
     probabilities, heights, widths = _probabilities(model, turned, images)
     mask = tf.cast(tf.round(tf.clip_by_value(probabilities, 0.0, 1.0) * 255.0), tf.uint8)
     return {
@@ -97,8 +100,8 @@ def _mask_from_bytes(model: keras.Model, turned: keras.Model, images: tf.Tensor)
 
 def export_saved_model(model: keras.Model, export_dir: str) -> None:
     model = fold_batch_norms(model)
-    turned = _turned(model)
     height, width = model.input_shape[1], model.input_shape[2]
+    turned = _turned(model) if height != width else None
     archive = keras.export.ExportArchive()
     archive.track(model)
 

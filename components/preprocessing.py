@@ -39,19 +39,17 @@ def resize_image(image: tf.Tensor, height: int, width: int) -> tf.Tensor:
 
 
 def runs_turned(image_height, image_width, height: int, width: int) -> tf.Tensor:
-    """Whether a photo goes through the model turned (a portrait model and a landscape
-    photo, or the other way round), since squeezing it would distort people.
-
-    Only a photo closer in shape to the turned input than to a square turns: the model
-    is trained upright, and a square photo is distorted as much either way.
+    """Whether a photo goes through the model at its transposed input size (192x256 for
+    a 256x192 model) instead of being squeezed into it: when the photo's shape is closer
+    to that than to a square.  Nearly square photos stay: the model is trained upright
+    and a square photo is distorted as much either way.  The photo is never rotated.
     """
     if height == width:
         return tf.constant(False)
-    midpoint = math.sqrt(max(height, width) / min(height, width))
-    long_side, short_side = (
-        (image_width, image_height) if height > width else (image_height, image_width)
-    )
-    return tf.cast(long_side, tf.float32) > midpoint * tf.cast(short_side, tf.float32)
+    aspect = tf.cast(image_width, tf.float32) / tf.cast(image_height, tf.float32)
+    # Geometric midpoint between a square (1) and the transposed input's aspect.
+    midpoint = math.sqrt(height / width)
+    return aspect > midpoint if height > width else aspect < midpoint
 
 
 def resize_mask(mask: tf.Tensor, height: int, width: int) -> tf.Tensor:

@@ -2,6 +2,7 @@
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from components import preprocessing as pp
@@ -52,50 +53,66 @@ def test_saved_model_loads_the_way_tf_serving_loads_it(tmp_path):
             {by_bytes.inputs[defaults.INPUT_IMAGES].name: [landscape]},
         )
     np.testing.assert_allclose(served, model(pixels).numpy(), atol=1e-6)
-    assert mask.shape == (1, 32, 16) and mask.dtype == np.uint8
+    by_bytes = tf.saved_model.load(str(tmp_path)).signatures[defaults.SIGNATURE_BYTES]
+    expected = by_bytes(**{defaults.INPUT_IMAGES: tf.constant([landscape])})
+    np.testing.assert_array_equal(mask, expected[defaults.OUTPUT_MASK].numpy())
 
 
 def _png(pixels: np.ndarray) -> bytes:
     return tf.io.encode_png(tf.constant(pixels)).numpy()
 
 
-def test_landscape_photos_run_turned_not_squeezed(tmp_path):
-    """In one batch, a portrait or nearly square photo takes the model as trained and a
-    landscape one the same weights at the turned size, its mask resized back to the
-    model's shape."""
+@pytest.mark.parametrize("size", [(32, 16), (16, 32)], ids=["portrait-model", "landscape-model"])
+def test_photos_of_the_other_orientation_run_transposed_not_squeezed(tmp_path, size):
+    """In one batch, a photo of the model's orientation or a nearly square one takes the
+    model as trained, one of the other orientation the same weights at the transposed
+    size, its mask resized back to the model's shape; in serving_default and
+    predict_examples alike."""
     keras.utils.set_random_seed(0)  # untrained masks that tell the two paths apart
-    model = build_unet(32, 16, filters=4, depth=2)
+    height, width = size
+    model = build_unet(height, width, filters=4, depth=2)
     export_saved_model(model, str(tmp_path))
+    transposed = build_unet(width, height, filters=4, depth=2)
+    transposed.set_weights(model.get_weights())
     rng = np.random.default_rng(2)
+    # "squarish" is wider than tall, but closer to a square than to either input.
+    shapes = {"wide": (40, 90), "tall": (90, 40), "squarish": (50, 60)}
     photos = {
-        "landscape": rng.integers(0, 256, (40, 90, 3), dtype=np.uint8),
-        "portrait": rng.integers(0, 256, (60, 30, 3), dtype=np.uint8),
-        # Wider than tall, but closer to a square than to the turned 16x32 input.
-        "squarish": rng.integers(0, 256, (50, 60, 3), dtype=np.uint8),
+        name: rng.integers(0, 256, (*shape, 3), dtype=np.uint8) for name, shape in shapes.items()
     }
-    sideways = build_unet(16, 32, filters=4, depth=2)
-    sideways.set_weights(model.get_weights())
+    other = "wide" if height > width else "tall"
 
-    def resized(name, height, width):
-        return pp.resize_image(tf.constant(photos[name] / 255.0, tf.float32), height, width)[None]
+    def mask(name, network, network_height, network_width):
+        photo = tf.constant(photos[name] / 255.0, tf.float32)
+        pixels = pp.resize_image(photo, network_height, network_width)[None]
+        return tf.image.resize(network(pixels), [height, width])[0, ..., 0].numpy()
 
-    expected = {
-        "portrait": model(resized("portrait", 32, 16))[0, ..., 0],
-        "squarish": model(resized("squarish", 32, 16))[0, ..., 0],
-        "landscape": tf.image.resize(sideways(resized("landscape", 16, 32)), [32, 16])[0, ..., 0],
-    }
-    squeezed = model(resized("landscape", 32, 16))[0, ..., 0]
-    assert np.abs(squeezed - expected["landscape"]).max() > 3 / 255
+    expected = {name: mask(name, model, height, width) for name in photos}
+    squeezed = expected[other]
+    expected[other] = mask(other, transposed, width, height)
+    assert np.abs(squeezed - expected[other]).max() > 3 / 255  # the test can tell them apart
 
     loaded = tf.saved_model.load(str(tmp_path))
-    order = ["landscape", "portrait", "squarish", "landscape"]
+    order = ["wide", "tall", "squarish", "wide"]
     images = tf.constant([_png(photos[name]) for name in order])
     served = loaded.signatures[defaults.SIGNATURE_BYTES](**{defaults.INPUT_IMAGES: images})
     masks = served[defaults.OUTPUT_MASK].numpy()
-    assert masks.shape == (4, 32, 16)
-    assert served[defaults.OUTPUT_WIDTH].numpy().tolist() == [90, 30, 60, 90]
-    for name, mask in zip(order, masks, strict=True):
-        np.testing.assert_allclose(mask / 255.0, expected[name], atol=1 / 255 + 1e-6)
+    assert masks.shape == (4, height, width)
+    assert served[defaults.OUTPUT_WIDTH].numpy().tolist() == [90, 40, 60, 90]
+    for name, served_mask in zip(order, masks, strict=True):
+        np.testing.assert_allclose(served_mask / 255.0, expected[name], atol=1 / 255 + 1e-6)
+
+    feature = tf.train.Feature(bytes_list=tf.train.BytesList(value=[_png(photos[other])]))
+    example = tf.train.Example(features=tf.train.Features(feature={pp.IMAGE_KEY: feature}))
+    by_example = loaded.signatures[defaults.SIGNATURE_EXAMPLES](
+        examples=tf.constant([example.SerializeToString()])
+    )["probabilities"]
+    np.testing.assert_allclose(by_example[0, ..., 0], expected[other], atol=1e-5)
+
+    empty = loaded.signatures[defaults.SIGNATURE_BYTES](
+        **{defaults.INPUT_IMAGES: tf.zeros([0], tf.string)}
+    )
+    assert empty[defaults.OUTPUT_MASK].shape == (0, height, width)
 
 
 def test_a_trained_keras_model_can_be_exported_again(tmp_path):
