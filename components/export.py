@@ -65,11 +65,13 @@ def _probabilities(model: keras.Model, turned: keras.Model | None, images: tf.Te
             tf.TensorSpec([], tf.int32),
         ),
     )
+    if turned is None:
+        return model(pixels, training=False)[..., 0], heights, widths
 
-    def run(indices, network, turn):
+    def run(indices, network):
         def call():
             batch = tf.gather(pixels, indices)
-            if not turn:
+            if network is model:
                 return network(batch, training=False)[..., 0]
             probabilities = network(tf.transpose(batch, [0, 2, 1, 3]), training=False)
             return tf.image.resize(probabilities, [height, width])[..., 0]
@@ -77,12 +79,10 @@ def _probabilities(model: keras.Model, turned: keras.Model | None, images: tf.Te
         # Skipped when no photo of the batch has this orientation.
         return tf.cond(tf.size(indices) > 0, call, lambda: tf.zeros([0, height, width]))
 
-    if turned is None:
-        return model(pixels, training=False)[..., 0], heights, widths
     upright = tf.cast(tf.where(~turns)[:, 0], tf.int32)
     sideways = tf.cast(tf.where(turns)[:, 0], tf.int32)
     probabilities = tf.dynamic_stitch(
-        [upright, sideways], [run(upright, model, False), run(sideways, turned, True)]
+        [upright, sideways], [run(upright, model), run(sideways, turned)]
     )
     probabilities.set_shape([None, height, width])
     return probabilities, heights, widths
