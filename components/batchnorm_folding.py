@@ -16,7 +16,7 @@ from keras import layers
 _CONVOLUTIONS = (layers.Conv2D, layers.DepthwiseConv2D, layers.SeparableConv2D)
 
 
-def _foldable_pairs(model: keras.Model) -> dict[str, layers.BatchNormalization]:
+def foldable_pairs(model: keras.Model) -> dict[str, layers.BatchNormalization]:
     """Convolution name -> the BatchNorm that alone consumes its linear output."""
     pairs = {}
     for layer in model.layers:
@@ -55,7 +55,7 @@ def _folded_weights(conv: layers.Layer, norm: layers.BatchNormalization) -> list
 
 def fold_batch_norms(model: keras.Model) -> keras.Model:
     """The same function with every foldable BatchNorm merged into its convolution."""
-    pairs = _foldable_pairs(model)
+    pairs = foldable_pairs(model)
     folded_norms = {norm.name for norm in pairs.values()}
 
     def clone(layer: layers.Layer) -> layers.Layer:

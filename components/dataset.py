@@ -2,9 +2,14 @@
 
 Photos are decoded once at a margin above the model size and cached, so each
 epoch only crops, flips and jitters tensors instead of decoding JPEGs again.
+With ``turned``, photos train at the input size they are served at: a landscape
+photo for a portrait model at the transposed size (``preprocessing.runs_turned``),
+in batches of one orientation.
 """
 
 from __future__ import annotations
+
+import functools
 
 import tensorflow as tf
 
@@ -34,16 +39,21 @@ def _decode(height: int, width: int, size_factor: float):
     return decode
 
 
+def _copies(example_id: tf.Tensor, repeats: dict[str, int]) -> tf.Tensor:
+    """The count of the first id prefix the photo's id starts with (1 when none matches)."""
+    count = tf.constant(1, tf.int64)
+    for prefix, n in reversed(repeats.items()):
+        starts = tf.strings.substr(example_id, 0, len(prefix)) == prefix
+        count = tf.where(starts, tf.constant(n, tf.int64), count)
+    return count
+
+
 def _repeated(repeats: dict[str, int]):
-    """Each photo as often as the count of the first id prefix it starts with
-    (once when none matches); copies come from the decode cache, not from disk."""
+    """Each photo as often as its folder's count; copies come from the decode
+    cache, not from disk."""
 
     def copies(image, mask, example_id):
-        count = tf.constant(1, tf.int64)
-        for prefix, n in reversed(repeats.items()):
-            starts = tf.strings.substr(example_id, 0, len(prefix)) == prefix
-            count = tf.where(starts, tf.constant(n, tf.int64), count)
-        return tf.data.Dataset.from_tensors((image, mask)).repeat(count)
+        return tf.data.Dataset.from_tensors((image, mask)).repeat(_copies(example_id, repeats))
 
     return copies
 
@@ -63,20 +73,36 @@ def _in_validation(percent: int):
     return pick
 
 
-def train_dataset(
-    files: list[str],
+def _orientations(
+    records: tf.data.Dataset, height: int, width: int, turned: bool
+) -> list[tuple[tf.data.Dataset, int, int]]:
+    """The records for each input size photos run at, with that size: one part,
+    or with ``turned`` the upright photos and those served turned, as
+    ``preprocessing.runs_turned`` decides from the stored photo's size."""
+    if not turned or height == width:
+        return [(records, height, width)]
+    sizes = {k: pp.FEATURE_SPEC[k] for k in (pp.HEIGHT_KEY, pp.WIDTH_KEY)}
+
+    def turns(serialized):
+        size = tf.io.parse_single_example(serialized, sizes)
+        return pp.runs_turned(size[pp.HEIGHT_KEY], size[pp.WIDTH_KEY], height, width)
+
+    return [
+        (records.filter(lambda s: tf.logical_not(turns(s))), height, width),
+        (records.filter(turns), width, height),
+    ]
+
+
+def _training_batches(
+    records: tf.data.Dataset,
     height: int,
     width: int,
     batch_size: int,
-    augmented: bool = True,
-    validation_percent: int = 0,
-    repeats: dict[str, int] | None = None,
+    augmented: bool,
+    repeats: dict[str, int] | None,
 ) -> tf.data.Dataset:
-    """``repeats`` maps id prefixes (pairs.id_prefixes) to copies per epoch."""
     factor = aug.MARGIN if augmented else 1.0
-    pick = _in_validation(validation_percent)
-    ds = _records(files).filter(lambda s: tf.logical_not(pick(s)))
-    ds = ds.map(_decode(height, width, factor), num_parallel_calls=_AUTOTUNE).cache()
+    ds = records.map(_decode(height, width, factor), num_parallel_calls=_AUTOTUNE).cache()
     ds = ds.flat_map(_repeated(repeats)) if repeats else ds.map(_without_id)
     ds = ds.shuffle(512, reshuffle_each_iteration=True)
     if augmented:
@@ -86,19 +112,66 @@ def train_dataset(
             lambda pair, other: aug.augment(*pair, other, height, width),
             num_parallel_calls=_AUTOTUNE,
         )
-    return ds.batch(batch_size).prefetch(_AUTOTUNE)
+    return ds.batch(batch_size)
+
+
+def _photo_count(records: tf.data.Dataset, repeats: dict[str, int] | None) -> int:
+    """Photos per epoch, repeats included; reads ids only, no pixels."""
+    ids = records.map(
+        lambda s: tf.io.parse_single_example(s, {pp.ID_KEY: pp.FEATURE_SPEC[pp.ID_KEY]})
+    )
+    copies = ids.map(lambda example: _copies(example[pp.ID_KEY], repeats or {}))
+    return int(copies.reduce(tf.constant(0, tf.int64), lambda total, n: total + n))
+
+
+def train_dataset(
+    files: list[str],
+    height: int,
+    width: int,
+    batch_size: int,
+    augmented: bool = True,
+    validation_percent: int = 0,
+    repeats: dict[str, int] | None = None,
+    turned: bool = False,
+) -> tf.data.Dataset:
+    """``repeats`` maps id prefixes (pairs.id_prefixes) to copies per epoch."""
+    pick = _in_validation(validation_percent)
+    records = _records(files).filter(lambda s: tf.logical_not(pick(s)))
+    parts = _orientations(records, height, width, turned)
+    batches = [_training_batches(r, h, w, batch_size, augmented, repeats) for r, h, w in parts]
+    if len(batches) == 1:
+        return batches[0].prefetch(_AUTOTUNE)
+    # Both orientations spread over the epoch, each batch drawn as often as its share.
+    counts = [_photo_count(r, repeats) for r, _, _ in parts]
+    ds = tf.data.Dataset.sample_from_datasets(
+        batches,
+        weights=[n / max(sum(counts), 1) for n in counts],
+        stop_on_empty_dataset=False,
+        rerandomize_each_iteration=True,
+    )
+    return ds.prefetch(_AUTOTUNE)
 
 
 def eval_dataset(
-    files: list[str], height: int, width: int, batch_size: int, validation_percent: int = 0
+    files: list[str],
+    height: int,
+    width: int,
+    batch_size: int,
+    validation_percent: int = 0,
+    turned: bool = False,
 ) -> tf.data.Dataset:
     """All of ``files``, or with validation_percent only train's validation slice."""
-    ds = _records(files)
+    records = _records(files)
     if validation_percent:
-        ds = ds.filter(_in_validation(validation_percent))
-    ds = ds.map(_decode(height, width, 1.0), num_parallel_calls=_AUTOTUNE)
-    ds = ds.map(_without_id).cache()
-    return ds.batch(batch_size).prefetch(_AUTOTUNE)
+        records = records.filter(_in_validation(validation_percent))
+    batches = [
+        r.map(_decode(h, w, 1.0), num_parallel_calls=_AUTOTUNE)
+        .map(_without_id)
+        .cache()
+        .batch(batch_size)
+        for r, h, w in _orientations(records, height, width, turned)
+    ]
+    return functools.reduce(tf.data.Dataset.concatenate, batches).prefetch(_AUTOTUNE)
 
 
 def foreground_fraction(ds: tf.data.Dataset) -> float:

@@ -17,18 +17,8 @@ import tensorflow as tf
 
 from components import preprocessing as pp
 from components.batchnorm_folding import fold_batch_norms
+from components.unet import with_input_size
 from serving import defaults
-
-
-def _turned(model: keras.Model) -> keras.Model:
-    """The same layers and weights at the transposed input size (192x256 for a 256x192
-    model); photos stay upright.  Every layer is convolutional or global, so the
-    network runs at either size."""
-    height, width = model.input_shape[1], model.input_shape[2]
-    inputs = keras.tree.map_structure(
-        lambda tensor: keras.Input((width, height, 3), name=tensor.name), model.input
-    )
-    return keras.models.clone_model(model, input_tensors=inputs, clone_function=lambda layer: layer)
 
 
 def _probabilities(model: keras.Model, turned: keras.Model | None, images: tf.Tensor):
@@ -101,7 +91,7 @@ def _mask_from_bytes(model: keras.Model, turned: keras.Model | None, images: tf.
 def export_saved_model(model: keras.Model, export_dir: str) -> None:
     model = fold_batch_norms(model)
     height, width = model.input_shape[1], model.input_shape[2]
-    turned = _turned(model) if height != width else None
+    turned = with_input_size(model, width, height) if height != width else None
     archive = keras.export.ExportArchive()
     archive.track(model)
 

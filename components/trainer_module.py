@@ -13,16 +13,18 @@ import os
 import time
 
 import keras
+import tensorflow as tf
 from absl import logging
 from tfx import v1 as tfx
 
-from components import dataset, losses, pairs
+from components import dataset, losses, pairs, unfolding
 from components.architecture import ARCHITECTURE_KEYS
 from components.export import export_saved_model
-from components.unet import build_configured_unet
+from components.unet import build_configured_unet, with_input_size
 
 KERAS_SUBDIR = "keras"
 KERAS_FILE = "model.keras"
+_STATISTICS_BATCHES = 32
 
 
 def _settings(fn_args: tfx.components.FnArgs) -> dict:
@@ -34,8 +36,14 @@ def keras_path(serving_model_dir: str) -> str:
     return os.path.join(os.path.dirname(serving_model_dir.rstrip("/")), KERAS_SUBDIR, KERAS_FILE)
 
 
-def _build_or_warm_start(cfg: dict, base_model: str | None) -> keras.Model:
+def _build_or_start_from(
+    cfg: dict, base_model: str | None, photos: tf.data.Dataset
+) -> tuple[keras.Model, str]:
+    """The configured model, and where its weights come from: the last blessed model
+    under warm_start, else init_model, else ImageNet's ("" for no trained weights)."""
     warm = bool(cfg["warm_start"] and base_model)
+    initial = "" if warm else cfg["init_model"]
+    # ImageNet's kernels also set the scale of init_model's (components/unfolding.py).
     model = build_configured_unet(cfg, pretrained_weights=not warm)
     if warm:
         source = keras_path(base_model)
@@ -47,7 +55,11 @@ def _build_or_warm_start(cfg: dict, base_model: str | None) -> keras.Model:
             )
         model.set_weights(base.get_weights())
         logging.info("Warm start from %s", source)
-    return model
+        return model, source
+    if initial:
+        unfolding.load_exported(model, initial, photos)
+        logging.info("Starting from the exported model %s", initial)
+    return model, initial
 
 
 def _backup_dir(cfg: dict) -> str:
@@ -65,9 +77,11 @@ def _backup_dir(cfg: dict) -> str:
         "synthetic_count",
         "seed",
         "warm_start",
+        "init_model",
         "foreground_weight",
         "dice_weight",
         "augment",
+        "train_turned",
         "validation_fraction",
         "lr_schedule",
     )
@@ -75,6 +89,31 @@ def _backup_dir(cfg: dict) -> str:
         json.dumps({k: cfg[k] for k in keys}, sort_keys=True).encode()
     ).hexdigest()[:12]
     return os.path.join(cfg["pipeline_root"], "train_backup", digest)
+
+
+class _BothOrientations(keras.Model):
+    """One set of weights trained on batches of either orientation.
+
+    Keras's bilinear upsampling needs a static input size, so the batch goes through
+    the model at its size or the same layers at the transposed size.
+    """
+
+    def __init__(self, model: keras.Model):
+        super().__init__(name=model.name)
+        self.height, self.width = model.input_shape[1], model.input_shape[2]
+        self.upright = model
+        self.turned = with_input_size(model, self.width, self.height)
+        self.built = True  # both networks are; BackupAndRestore checks before fit
+
+    def call(self, images, training=None):
+        # A reshape, not a shape assertion: XLA compiles the branch not taken too.
+        upright = tf.reshape(images, [-1, self.height, self.width, 3])
+        turned = tf.reshape(images, [-1, self.width, self.height, 3])
+        return tf.cond(
+            tf.shape(images)[1] == self.height,
+            lambda: self.upright(upright, training=training),
+            lambda: self.turned(turned, training=training),
+        )
 
 
 class _TimeBudget(keras.callbacks.Callback):
@@ -141,10 +180,11 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     percent = round(100 * cfg["validation_fraction"])
     prefixes = pairs.id_prefixes(cfg["data_dirs"])
     repeats = dict(zip(prefixes, cfg["data_repeats"], strict=True)) if cfg["data_repeats"] else {}
+    turned = cfg["train_turned"]
     train = dataset.train_dataset(
-        fn_args.train_files, height, width, batch, cfg["augment"], percent, repeats
+        fn_args.train_files, height, width, batch, cfg["augment"], percent, repeats, turned
     )
-    evaluation = dataset.eval_dataset(fn_args.train_files, height, width, batch, percent)
+    evaluation = dataset.eval_dataset(fn_args.train_files, height, width, batch, percent, turned)
 
     weight = cfg["foreground_weight"]
     if weight <= 0:
@@ -152,8 +192,15 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         weight = losses.foreground_weight_from_fraction(fraction)
         logging.info("Foreground fraction %.3f -> foreground weight %.2f", fraction, weight)
 
-    model = _build_or_warm_start(cfg, fn_args.base_model)
-    model.compile(
+    # BatchNorm statistics for init_model, from the photos training normalises, so that
+    # the first epochs do not shift them; turned batches are squeezed back for this.
+    photos = train.take(_STATISTICS_BATCHES).map(
+        lambda images, _: tf.image.resize(images, [height, width])
+    )
+    model, source = _build_or_start_from(cfg, fn_args.base_model, photos)
+    # Batches come in both orientations; the fixed-size model is what is exported.
+    trained = _BothOrientations(model) if turned and height != width else model
+    trained.compile(
         optimizer=keras.optimizers.Adam(cfg["learning_rate"]),
         loss=losses.make_loss(weight, cfg["dice_weight"]),
         # Pixel accuracy is logged for observation only; the gate is IoU.
@@ -161,11 +208,11 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     )
     best = os.path.join(fn_args.model_run_dir, "best.weights.h5")
     baseline_iou = None
-    if cfg["warm_start"] and fn_args.base_model:
-        # Keep the warm-started weights unless an epoch beats them.
-        baseline_iou = model.evaluate(evaluation, return_dict=True, verbose=0)["foreground_iou"]
-        model.save_weights(best)
-        logging.info("Warm-started model: val foreground IoU %.4f", baseline_iou)
+    if source:
+        # Keep the starting weights unless an epoch beats them.
+        baseline_iou = trained.evaluate(evaluation, return_dict=True, verbose=0)["foreground_iou"]
+        trained.save_weights(best)
+        logging.info("Starting weights: val foreground IoU %.4f", baseline_iou)
     budget = _TimeBudget(cfg["max_train_minutes"])
     callbacks = [
         keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch"),
@@ -182,7 +229,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         budget,
     ]
     steps = cfg["steps_per_epoch"] or None
-    model.fit(
+    trained.fit(
         train.repeat() if steps else train,
         epochs=cfg["epochs"],
         steps_per_epoch=steps,
@@ -191,7 +238,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         verbose=2,
     )
     if os.path.exists(best):
-        model.load_weights(best)
+        trained.load_weights(best)
 
     export_saved_model(model, fn_args.serving_model_dir)
     keras_file = keras_path(fn_args.serving_model_dir)

@@ -150,11 +150,12 @@ def test_batchnorm_statistics_match_real_photos(variant, last_block):
 
 
 def test_trainer_starts_from_imagenet_weights_and_refuses_another_warm_start(tmp_path, state):
-    from components.trainer_module import _build_or_warm_start, keras_path
+    from components.trainer_module import _build_or_start_from, keras_path
     from components.unet import build_unet
 
     settings = vars(config_lib.load(encoder="efficientnet-lite0", image_height=32, image_width=32))
-    fresh = _build_or_warm_start(settings, base_model=None)
+    fresh, source = _build_or_start_from(settings, base_model=None, photos=None)
+    assert source == ""
     stem = fresh.get_layer("stem").get_weights()[0]
     np.testing.assert_array_equal(stem[:, :, 0, 0], state["_conv_stem.weight"][0, 0])
 
@@ -162,4 +163,4 @@ def test_trainer_starts_from_imagenet_weights_and_refuses_another_warm_start(tmp
     Path(keras_path(str(base))).parent.mkdir(parents=True)
     build_unet(32, 32, filters=4, depth=2).save(keras_path(str(base)))
     with pytest.raises(ValueError, match="another architecture"):
-        _build_or_warm_start({**settings, "warm_start": True}, base_model=str(base))
+        _build_or_start_from({**settings, "warm_start": True}, base_model=str(base), photos=None)

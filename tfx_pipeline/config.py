@@ -77,10 +77,18 @@ class PipelineConfig:
     foreground_weight: float = 0.0  # 0: derived from the data's foreground fraction
     dice_weight: float = 1.0
     augment: bool = True
+    # Landscape photos train at the transposed input size of a portrait model
+    # (and the reverse), as serving runs them (preprocessing.runs_turned);
+    # false squeezes every photo into the input size.
+    train_turned: bool = True
     # Share of the train split held out to pick the best epoch; the eval split
     # stays unseen until the IoU gate.
     validation_fraction: float = 0.1
     warm_start: bool = False
+    # An exported model (a SavedModel directory such as models/bgremover/1) to
+    # start from instead of ImageNet's weights, e.g. to fine-tune the shipped
+    # model on your own photos; under warm_start a blessed model comes first.
+    init_model: str = ""
     seed: int = 0
 
     # Evaluation gate.
@@ -144,8 +152,10 @@ class PipelineConfig:
             "foreground_weight",
             "dice_weight",
             "augment",
+            "train_turned",
             "validation_fraction",
             "warm_start",
+            "init_model",
             "seed",
             "threshold",
         )

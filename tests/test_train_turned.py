@@ -1,0 +1,171 @@
+"""train_turned: photos train at the input size they are served at, landscape
+photos of a portrait model at the transposed size, in batches of one orientation."""
+
+import io
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+from tfx import v1 as tfx
+
+from components import dataset, trainer_module
+from components import preprocessing as pp
+from components.effnet_unet import build_effnet_unet
+from components.export import export_saved_model
+from components.unet import build_unet, with_input_size
+from serving import defaults
+from tfx_pipeline import config as config_lib
+
+# A 16x12 (portrait) model: photos wider than sqrt(4/3):1 run at 12x16.
+HEIGHT, WIDTH = 16, 12
+# (id, height, width): upright, upright (nearly square), turned, turned.
+PHOTOS = [("a", 40, 30), ("b", 30, 32), ("c", 30, 40), ("d", 24, 48)]
+
+
+def _png(array: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(array).save(out, format="PNG")
+    return out.getvalue()
+
+
+def _feature(value) -> tf.train.Feature:
+    if isinstance(value, int):
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+
+def _write_records(path, photos=PHOTOS) -> None:
+    """Photo i is gray level 10 * (i + 1) with its left half white: the orientation
+    (and that the photo is never rotated) shows in the pixels."""
+    with tf.io.TFRecordWriter(str(path), options="GZIP") as writer:
+        for index, (example_id, height, width) in enumerate(photos):
+            image = np.full((height, width, 3), 10 * (index + 1), np.uint8)
+            image[:, : width // 2] = 255
+            mask = np.zeros((height, width), np.uint8)
+            mask[height // 4 :, width // 4 : 3 * width // 4] = 255
+            features = {
+                pp.IMAGE_KEY: _feature(_png(image)),
+                pp.MASK_KEY: _feature(_png(mask)),
+                pp.HEIGHT_KEY: _feature(height),
+                pp.WIDTH_KEY: _feature(width),
+                pp.ID_KEY: _feature(example_id.encode()),
+            }
+            example = tf.train.Example(features=tf.train.Features(feature=features))
+            writer.write(example.SerializeToString())
+
+
+def _photos_by_shape(ds: tf.data.Dataset) -> dict[tuple[int, int], list[str]]:
+    """Which photos (by id) came in batches of which image size."""
+    seen: dict[tuple[int, int], list[str]] = {}
+    for images, masks in ds:
+        assert images.shape[1:3] == masks.shape[1:3]
+        for image in images.numpy():
+            # The right half keeps the photo's gray level; the left half is white.
+            assert image[:, : image.shape[1] // 2 - 1].min() > 0.99
+            level = round(float(image[:, -1, 0].mean()) * 255 / 10) - 1
+            seen.setdefault(image.shape[:2], []).append(PHOTOS[level][0])
+    return {shape: sorted(ids) for shape, ids in seen.items()}
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("turned") / "train.gz"
+    _write_records(path)
+    return str(path)
+
+
+def test_landscape_photos_train_and_validate_at_the_transposed_size(records):
+    train = dataset.train_dataset([records], HEIGHT, WIDTH, 2, augmented=False, turned=True)
+    evaluation = dataset.eval_dataset([records], HEIGHT, WIDTH, 2, turned=True)
+    expected = {(HEIGHT, WIDTH): ["a", "b"], (WIDTH, HEIGHT): ["c", "d"]}
+    assert _photos_by_shape(train) == expected
+    assert _photos_by_shape(evaluation) == expected
+
+
+def test_without_turning_every_photo_is_squeezed(records):
+    train = dataset.train_dataset([records], HEIGHT, WIDTH, 3, augmented=False, turned=False)
+    assert _photos_by_shape(train) == {(HEIGHT, WIDTH): ["a", "b", "c", "d"]}
+
+
+def test_augmented_batches_keep_one_orientation_and_every_photo_with_its_repeats(records):
+    train = dataset.train_dataset(
+        [records], HEIGHT, WIDTH, 2, augmented=True, repeats={"c": 3}, turned=True
+    )
+    shapes = [tuple(images.shape[1:3]) for images, _ in train]
+    sizes = {shape: 0 for shape in shapes}
+    for images, _ in train:
+        sizes[tuple(images.shape[1:3])] += images.shape[0]
+    assert set(shapes) == {(HEIGHT, WIDTH), (WIDTH, HEIGHT)}
+    assert sizes == {(HEIGHT, WIDTH): 2, (WIDTH, HEIGHT): 4}  # c three times, d once
+
+
+def test_the_any_size_model_shares_the_fixed_models_weights():
+    model = build_unet(HEIGHT, WIDTH, filters=4, depth=2)
+    any_size = with_input_size(model, None, None)
+    assert len(any_size.weights) == len(model.weights)
+    assert all(a is b for a, b in zip(any_size.weights, model.weights, strict=True))
+    photo = np.random.default_rng(0).uniform(size=(1, HEIGHT, WIDTH, 3)).astype(np.float32)
+    np.testing.assert_allclose(any_size(photo), model(photo), atol=1e-6)
+    assert any_size(photo.transpose(0, 2, 1, 3)).shape == (1, WIDTH, HEIGHT, 1)
+
+
+def _train(tmp_path, **settings) -> tfx.components.FnArgs:
+    """The Trainer's run_fn on four portrait and four landscape photos, for a 48x32
+    EfficientNet UNet (whose bilinear upsampling needs a static input size)."""
+    photos = [(f"p{i}", 40, 30) for i in range(4)] + [(f"l{i}", 30, 40) for i in range(4)]
+    records = tmp_path / "train.gz"
+    _write_records(records, photos)
+    cfg = config_lib.load(
+        pipeline_root=str(tmp_path / "root"),
+        encoder="efficientnet-lite0",
+        image_height=48,
+        image_width=32,
+        epochs=1,
+        batch_size=2,
+        validation_fraction=0.0,
+        **settings,
+    )
+    (tmp_path / "logs").mkdir()
+    fn_args = tfx.components.FnArgs(
+        train_files=[str(records)],
+        eval_files=[str(records)],
+        serving_model_dir=str(tmp_path / "model" / "Format-Serving"),
+        model_run_dir=str(tmp_path / "logs"),
+        custom_config={"config": cfg.trainer_json()},
+    )
+    trainer_module.run_fn(fn_args)
+    return fn_args
+
+
+def _served_mask(export_dir: str, photo: np.ndarray) -> np.ndarray:
+    served = tf.saved_model.load(export_dir).signatures[defaults.SIGNATURE_BYTES]
+    return served(images=tf.constant([_png(photo)]))[defaults.OUTPUT_MASK].numpy()[0]
+
+
+def test_trainer_trains_both_orientations_and_exports_the_fixed_size_model(tmp_path):
+    fn_args = _train(tmp_path)
+    saved = keras.models.load_model(
+        trainer_module.keras_path(fn_args.serving_model_dir), compile=False
+    )
+    assert saved.input_shape == (None, 48, 32, 3)
+    assert _served_mask(fn_args.serving_model_dir, np.zeros((30, 40, 3), np.uint8)).shape == (
+        48,
+        32,
+    )
+
+
+def test_trainer_starts_from_an_exported_model(tmp_path):
+    model = build_effnet_unet(48, 32, pretrained_weights=False)
+    for layer in model.layers:  # a decided model: the bias pushes towards "person"
+        if layer.name == "person_logits":
+            layer.set_weights([layer.get_weights()[0] * 0, np.full((1,), 3.0, np.float32)])
+    initial = str(tmp_path / "initial")
+    export_saved_model(model, initial)
+
+    fn_args = _train(tmp_path, init_model=initial, learning_rate=1e-6)
+    photo = np.random.default_rng(0).integers(0, 255, (40, 30, 3), np.uint8)
+    started = _served_mask(fn_args.serving_model_dir, photo).astype(int)
+    expected = _served_mask(initial, photo).astype(int)
+    assert np.abs(started - expected).max() <= 2  # sigmoid(3) = 0.95 -> 242 of 255
