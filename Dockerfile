@@ -35,6 +35,8 @@ COPY README.md ./
 COPY tfx_pipeline ./tfx_pipeline
 COPY components ./components
 COPY serving ./serving
+# The shipped model, so that init_model = "models/bgremover/1" fine-tunes it here too.
+COPY models ./models
 RUN uv pip install --no-deps . \
     && python -c "import tfx.v1, tensorflow, tfx_pipeline.pipeline, components.trainer_module"
 
