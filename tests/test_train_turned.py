@@ -12,6 +12,7 @@ from tfx import v1 as tfx
 
 from components import dataset, trainer_module
 from components import preprocessing as pp
+from components.batchnorm_folding import fold_batch_norms
 from components.effnet_unet import build_effnet_unet
 from components.export import export_saved_model
 from components.unet import build_unet, with_input_size
@@ -84,6 +85,15 @@ def test_landscape_photos_train_and_validate_at_the_transposed_size(records):
     assert _photos_by_shape(evaluation) == expected
 
 
+def test_photos_of_one_orientation_need_no_other(tmp_path):
+    path = tmp_path / "portraits.gz"
+    _write_records(path, PHOTOS[:2])
+    train = dataset.train_dataset([str(path)], HEIGHT, WIDTH, 2, augmented=True, turned=True)
+    evaluation = dataset.eval_dataset([str(path)], HEIGHT, WIDTH, 2, turned=True)
+    for ds in (train, evaluation):
+        assert [tuple(images.shape) for images, _ in ds] == [(2, HEIGHT, WIDTH, 3)]
+
+
 def test_without_turning_every_photo_is_squeezed(records):
     train = dataset.train_dataset([records], HEIGHT, WIDTH, 3, augmented=False, turned=False)
     assert _photos_by_shape(train) == {(HEIGHT, WIDTH): ["a", "b", "c", "d"]}
@@ -150,6 +160,13 @@ def test_trainer_trains_both_orientations_and_exports_the_fixed_size_model(tmp_p
         trainer_module.keras_path(fn_args.serving_model_dir), compile=False
     )
     assert saved.input_shape == (None, 48, 32, 3)
+    # Exported with every BatchNorm folded, although the layers also ran turned.
+    prefix = f"{fn_args.serving_model_dir}/variables/variables"
+    stored = tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
+    unfolded = build_effnet_unet(48, 32, pretrained_weights=False)
+    folded = fold_batch_norms(unfolded)
+    assert len(folded.weights) < len(unfolded.weights)
+    assert len([k for k in stored if k.startswith("_all_variables/")]) == len(folded.weights)
     assert _served_mask(fn_args.serving_model_dir, np.zeros((30, 40, 3), np.uint8)).shape == (
         48,
         32,
