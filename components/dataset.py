@@ -116,7 +116,7 @@ def _training_batches(
 
 
 def _photo_count(records: tf.data.Dataset, repeats: dict[str, int] | None) -> int:
-    """Photos per epoch, repeats included; reads ids only, no pixels."""
+    """Photos per epoch, repeats included: a pass over the records that parses ids only."""
     ids = records.map(
         lambda s: tf.io.parse_single_example(s, {pp.ID_KEY: pp.FEATURE_SPEC[pp.ID_KEY]})
     )

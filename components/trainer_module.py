@@ -85,9 +85,10 @@ def _backup_dir(cfg: dict) -> str:
         "validation_fraction",
         "lr_schedule",
     )
-    digest = hashlib.sha256(
-        json.dumps({k: cfg[k] for k in keys}, sort_keys=True).encode()
-    ).hexdigest()[:12]
+    content = json.dumps({k: cfg[k] for k in keys}, sort_keys=True).encode()
+    if cfg["init_model"]:  # a model replaced at the same path starts afresh too
+        content += unfolding.variables_index(cfg["init_model"])
+    digest = hashlib.sha256(content).hexdigest()[:12]
     return os.path.join(cfg["pipeline_root"], "train_backup", digest)
 
 
@@ -106,7 +107,11 @@ class _BothOrientations(keras.Model):
         self.built = True  # both networks are; BackupAndRestore checks before fit
 
     def call(self, images, training=None):
-        # A reshape, not a shape assertion: XLA compiles the branch not taken too.
+        if images.shape[1] is not None:  # known while tracing: no branch needed
+            network = self.upright if images.shape[1] == self.height else self.turned
+            return network(images, training=training)
+        # Reshapes, not tf.ensure_shape, which failed in the branch not taken inside
+        # Keras's compiled train step.
         upright = tf.reshape(images, [-1, self.height, self.width, 3])
         turned = tf.reshape(images, [-1, self.width, self.height, 3])
         return tf.cond(
@@ -200,8 +205,9 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         weight = losses.foreground_weight_from_fraction(fraction)
         logging.info("Foreground fraction %.3f -> foreground weight %.2f", fraction, weight)
 
-    # BatchNorm statistics for init_model, from the photos training normalises, so that
-    # the first epochs do not shift them; turned batches are squeezed back for this.
+    # BatchNorm statistics for init_model, from augmented training batches as training
+    # normalises them, so that the first epochs do not shift them (turned batches are
+    # squeezed back to the fixed size for this measurement).
     photos = train.take(_STATISTICS_BATCHES).map(
         lambda images, _: tf.image.resize(images, [height, width])
     )

@@ -48,10 +48,10 @@ def build_unet(
     return keras.Model(inputs, outputs, name=name)
 
 
-def with_input_size(model: keras.Model, height: int | None, width: int | None) -> keras.Model:
-    """The same layers and weights at another input size (None: any), e.g. 192x256
-    for a 256x192 model.  Every layer is convolutional or global, so the network
-    runs at any size its strides divide."""
+def with_input_size(model: keras.Model, height: int, width: int) -> keras.Model:
+    """The same layers and weights at another input size, e.g. 192x256 for a 256x192
+    model.  Every layer is convolutional or global, so the network runs at any size
+    its strides divide."""
     inputs = keras.tree.map_structure(
         lambda tensor: keras.Input((height, width, 3), name=tensor.name), model.input
     )

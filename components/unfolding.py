@@ -42,12 +42,22 @@ def _counter_free(paths: list[str]) -> dict[str, str]:
     return {path: f"{ranked[path.rsplit('/', 1)[0]]}/{path.rsplit('/', 1)[1]}" for path in paths}
 
 
-def _exported_values(export_dir: str) -> dict[str, np.ndarray]:
-    """The SavedModel's variables by counter-free path, read from its checkpoint."""
+def _variables_prefix(export_dir: str) -> str:
     prefix = os.path.join(export_dir, "variables", "variables")
     if not tf.io.gfile.exists(prefix + ".index"):
         raise FileNotFoundError(f"{export_dir} is not a SavedModel directory (no variables)")
-    reader = tf.train.load_checkpoint(prefix)
+    return prefix
+
+
+def variables_index(export_dir: str) -> bytes:
+    """The SavedModel's variable index: it changes whenever the weights do."""
+    with tf.io.gfile.GFile(_variables_prefix(export_dir) + ".index", "rb") as f:
+        return f.read()
+
+
+def _exported_values(export_dir: str) -> dict[str, np.ndarray]:
+    """The SavedModel's variables by counter-free path, read from its checkpoint."""
+    reader = tf.train.load_checkpoint(_variables_prefix(export_dir))
     graph = trackable_object_graph_pb2.TrackableObjectGraph()
     graph.ParseFromString(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
     keys = {a.full_name: a.checkpoint_key for node in graph.nodes for a in node.attributes}
@@ -59,7 +69,7 @@ def _channel_statistics(outputs: keras.Model, photos: tf.data.Dataset) -> list[t
     """Per-channel mean and variance of each output over every pixel of photos."""
     totals: list[list] = []
     for batch in photos:
-        values = outputs(batch, training=False)
+        values = keras.tree.flatten(outputs(batch, training=False))
         totals = totals or [[0, 0.0, 0.0] for _ in values]
         for total, value in zip(totals, values, strict=True):
             pixels = np.asarray(value, np.float64).reshape(-1, value.shape[-1])
@@ -97,13 +107,18 @@ def load_exported(model: keras.Model, export_dir: str, photos: tf.data.Dataset) 
 
     ``photos`` yields batches of images at the model's input size.
     """
+    pairs = foldable_pairs(model)
+    if not all(norm.scale and norm.center for norm in pairs.values()):
+        raise ValueError(f"{model.name}: unfolding needs BatchNorms with scale and center")
     folded = fold_batch_norms(model)  # shares every layer but the folded convolutions
     values = _exported_values(export_dir)
     names = _counter_free([variable.path for variable in folded.weights])
     if sorted(values) != sorted(names.values()):
+        unfolded = len(values) == len(model.weights)
         raise ValueError(
-            f"{export_dir} holds another architecture than the configured {model.name}: "
-            f"{len(values)} variables against {len(names)}"
+            f"{export_dir} holds {len(values)} variables, the configured {model.name} "
+            f"{len(names)} once folded: "
+            + ("an export whose BatchNorms were not folded" if unfolded else "another architecture")
         )
     for variable in folded.weights:
         value = values[names[variable.path]]
@@ -112,16 +127,16 @@ def load_exported(model: keras.Model, export_dir: str, photos: tf.data.Dataset) 
                 f"{export_dir}: {variable.path} has shape {value.shape}, the configured model "
                 f"{tuple(variable.shape)}: another architecture"
             )
-        variable.assign(value)
-    pairs = foldable_pairs(model)
-    shifts = {}
+    for variable in folded.weights:
+        variable.assign(values[names[variable.path]])
+    restored = {}
     for name, norm in pairs.items():
         conv = model.get_layer(name)
         *kernels, bias = folded.get_layer(name).get_weights()
         scale = _kernel_scale(conv, kernels[-1])
         kernels[-1] = (_columns(kernels[-1], conv) * scale).reshape(kernels[-1].shape)
         conv.set_weights([*kernels, np.zeros_like(bias)] if conv.use_bias else kernels)
-        shifts[name] = (scale, bias)
+        restored[name] = (scale, bias)
         # Inference gives conv / scale + bias, the export's function, for any statistics:
         # gamma = sqrt(var + eps) / scale and beta = mean / scale + bias.
         norm.set_weights(
@@ -131,7 +146,7 @@ def load_exported(model: keras.Model, export_dir: str, photos: tf.data.Dataset) 
     for (name, norm), (mean, variance) in zip(
         pairs.items(), _channel_statistics(outputs, photos), strict=True
     ):
-        scale, bias = shifts[name]
+        scale, bias = restored[name]
         norm.set_weights(
             [np.sqrt(variance + norm.epsilon) / scale, mean / scale + bias, mean, variance]
         )

@@ -78,9 +78,9 @@ class PipelineConfig:
     dice_weight: float = 1.0
     augment: bool = True
     # Landscape photos train at the transposed input size of a portrait model
-    # (and the reverse), as serving runs them (preprocessing.runs_turned);
-    # false squeezes every photo into the input size.
-    train_turned: bool = True
+    # (and the reverse), as serving runs them (preprocessing.runs_turned),
+    # instead of squeezed into the input size as the shipped model was trained.
+    train_turned: bool = False
     # Share of the train split held out to pick the best epoch; the eval split
     # stays unseen until the IoU gate.
     validation_fraction: float = 0.1

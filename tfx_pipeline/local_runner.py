@@ -33,6 +33,7 @@ def absolute_paths(config: config_lib.PipelineConfig) -> config_lib.PipelineConf
     config.data_dirs = [absolute(d) for d in config.data_dirs]
     config.metadata_path = absolute(config.metadata_path)
     config.schema_dir = absolute(config.schema_dir)
+    config.init_model = absolute(config.init_model)
     return config
 
 
