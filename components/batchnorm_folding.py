@@ -9,6 +9,8 @@ warm starts keep the unfolded model: only the exported SavedModel is folded.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import keras
 import numpy as np
 from keras import layers
@@ -16,9 +18,32 @@ from keras import layers
 _CONVOLUTIONS = (layers.Conv2D, layers.DepthwiseConv2D, layers.SeparableConv2D)
 
 
+def _calls_taking(model: keras.Model) -> Counter:
+    """Layer name -> how many layer calls of this model's own graph take its output.
+
+    Read from the model's config, which holds only this graph: the same layers may
+    also run in another one (the trainer's transposed-size copy)."""
+    counts: Counter = Counter()
+
+    def walk(value) -> None:
+        if isinstance(value, dict):
+            if "keras_history" in value:
+                counts[value["keras_history"][0]] += 1
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list | tuple):
+            for item in value:
+                walk(item)
+
+    for layer in model.get_config()["layers"]:
+        walk(layer["inbound_nodes"])
+    return counts
+
+
 def foldable_pairs(model: keras.Model) -> dict[str, layers.BatchNormalization]:
     """Convolution name -> the BatchNorm that alone consumes its linear output."""
     pairs = {}
+    calls = _calls_taking(model)
     for layer in model.layers:
         if not isinstance(layer, layers.BatchNormalization) or layer.axis not in (-1, 3):
             continue
@@ -26,10 +51,16 @@ def foldable_pairs(model: keras.Model) -> dict[str, layers.BatchNormalization]:
         if (
             isinstance(producer, _CONVOLUTIONS)
             and producer.get_config()["activation"] == "linear"  # else the norm comes after it
-            and len(producer._outbound_nodes) == 1
+            and calls[producer.name] == 1
         ):
             pairs[producer.name] = layer
     return pairs
+
+
+def output_columns(kernel: np.ndarray, conv: layers.Layer) -> np.ndarray:
+    """The kernel as (fan-in, output channel); a depthwise kernel's are its last two axes."""
+    depthwise = isinstance(conv, layers.DepthwiseConv2D)
+    return kernel.reshape(-1, kernel.shape[2] * kernel.shape[3] if depthwise else kernel.shape[3])
 
 
 def _norm_weights(norm: layers.BatchNormalization) -> tuple[np.ndarray, ...]:
@@ -46,10 +77,7 @@ def _folded_weights(conv: layers.Layer, norm: layers.BatchNormalization) -> list
     weights = conv.get_weights()
     bias = weights.pop() if conv.use_bias else 0.0
     kernel = weights.pop()  # the last kernel maps to the output channels
-    if isinstance(conv, layers.DepthwiseConv2D):
-        folded = kernel * scale.reshape(kernel.shape[2], kernel.shape[3])
-    else:
-        folded = kernel * scale
+    folded = (output_columns(kernel, conv) * scale).reshape(kernel.shape)
     return [*weights, folded, (bias - mean) * scale + beta]
 
 

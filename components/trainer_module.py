@@ -121,14 +121,6 @@ class _BothOrientations(keras.Model):
         )
 
 
-def _detached(model: keras.Model) -> keras.Model:
-    """A copy whose layers are used by it alone: BatchNorm folding only folds a
-    convolution that feeds its BatchNorm and nothing else, in any graph."""
-    copy = keras.models.clone_model(keras.Model(model.inputs, model.outputs, name=model.name))
-    copy.set_weights(model.get_weights())
-    return copy
-
-
 class _TimeBudget(keras.callbacks.Callback):
     """Ends training after the epoch that crosses the budget; the best epoch
     so far is still the one exported."""
@@ -254,8 +246,6 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     if os.path.exists(best):
         trained.load_weights(best)
 
-    if trained is not model:
-        model = _detached(model)
     export_saved_model(model, fn_args.serving_model_dir)
     keras_file = keras_path(fn_args.serving_model_dir)
     os.makedirs(os.path.dirname(keras_file), exist_ok=True)

@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import trackable_object_graph_pb2
 
-from components.batchnorm_folding import fold_batch_norms, foldable_pairs
+from components.batchnorm_folding import fold_batch_norms, foldable_pairs, output_columns
 
 # A layer name and its optional counter: Keras names unnamed layers conv2d, conv2d_1, ...
 _LAYER_NAME = re.compile(r"^(.*?)(?:_(\d+))?$")
@@ -81,12 +81,6 @@ def _channel_statistics(outputs: keras.Model, photos: tf.data.Dataset) -> list[t
     return [(s / n, np.maximum(q / n - np.square(s / n), 0.0)) for n, s, q in totals]
 
 
-def _columns(kernel: np.ndarray, conv: keras.layers.Layer) -> np.ndarray:
-    """The kernel as (fan-in, output channel); a depthwise kernel's are its last two axes."""
-    depthwise = isinstance(conv, keras.layers.DepthwiseConv2D)
-    return kernel.reshape(-1, kernel.shape[2] * kernel.shape[3] if depthwise else kernel.shape[3])
-
-
 def _kernel_scale(conv: keras.layers.Layer, folded_kernel: np.ndarray) -> np.ndarray:
     """Per output channel, what brings the folded kernel back to the norm of the
     kernel the model was built with (ImageNet's or its initialiser's).
@@ -96,8 +90,8 @@ def _kernel_scale(conv: keras.layers.Layer, folded_kernel: np.ndarray) -> np.nda
     moves them several times faster than training ever did.
     """
     built_kernel = conv.get_weights()[-1 - int(conv.use_bias)]
-    built = np.linalg.norm(_columns(built_kernel, conv), axis=0)
-    folded = np.linalg.norm(_columns(folded_kernel, conv), axis=0)
+    built = np.linalg.norm(output_columns(built_kernel, conv), axis=0)
+    folded = np.linalg.norm(output_columns(folded_kernel, conv), axis=0)
     usable = (built > 1e-12) & (folded > 1e-12)
     return np.where(usable, built / np.where(usable, folded, 1.0), 1.0).astype(np.float32)
 
@@ -134,7 +128,7 @@ def load_exported(model: keras.Model, export_dir: str, photos: tf.data.Dataset) 
         conv = model.get_layer(name)
         *kernels, bias = folded.get_layer(name).get_weights()
         scale = _kernel_scale(conv, kernels[-1])
-        kernels[-1] = (_columns(kernels[-1], conv) * scale).reshape(kernels[-1].shape)
+        kernels[-1] = (output_columns(kernels[-1], conv) * scale).reshape(kernels[-1].shape)
         conv.set_weights([*kernels, np.zeros_like(bias)] if conv.use_bias else kernels)
         restored[name] = (scale, bias)
         # Inference gives conv / scale + bias, the export's function, for any statistics:

@@ -11,10 +11,11 @@ from PIL import Image
 from tfx import v1 as tfx
 
 from components import dataset, trainer_module
-from components import preprocessing as pp
 from components.batchnorm_folding import fold_batch_norms
+from components.decode import decode_pair
 from components.effnet_unet import build_effnet_unet
 from components.export import export_saved_model
+from components.image_example_gen import to_example
 from components.unet import with_input_size
 from serving import defaults
 from tfx_pipeline import config as config_lib
@@ -31,30 +32,18 @@ def _png(array: np.ndarray) -> bytes:
     return out.getvalue()
 
 
-def _feature(value) -> tf.train.Feature:
-    if isinstance(value, int):
-        return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
-    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
-
-
 def _write_records(path, photos=PHOTOS) -> None:
     """Photo i is gray level 10 * (i + 1) with its left half white: the orientation
-    (and that the photo is never rotated) shows in the pixels."""
+    (and that the photo is never rotated) shows in the pixels.  Stored as
+    ImageExampleGen stores them."""
     with tf.io.TFRecordWriter(str(path), options="GZIP") as writer:
         for index, (example_id, height, width) in enumerate(photos):
             image = np.full((height, width, 3), 10 * (index + 1), np.uint8)
             image[:, : width // 2] = 255
             mask = np.zeros((height, width), np.uint8)
             mask[height // 4 :, width // 4 : 3 * width // 4] = 255
-            features = {
-                pp.IMAGE_KEY: _feature(_png(image)),
-                pp.MASK_KEY: _feature(_png(mask)),
-                pp.HEIGHT_KEY: _feature(height),
-                pp.WIDTH_KEY: _feature(width),
-                pp.ID_KEY: _feature(example_id.encode()),
-            }
-            example = tf.train.Example(features=tf.train.Features(feature=features))
-            writer.write(example.SerializeToString())
+            decoded = decode_pair(_png(image), _png(mask))
+            writer.write(to_example(example_id, decoded).SerializeToString())
 
 
 def _photos_by_shape(ds: tf.data.Dataset) -> dict[tuple[int, int], list[str]]:
