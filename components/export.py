@@ -5,23 +5,32 @@ TensorFlow: it sends JPEG/PNG bytes and gets back a uint8 mask at the model's
 resolution with the photo's original height and width.  A landscape photo for a
 portrait model (or the reverse) runs at the transposed input size instead of being
 squeezed (``preprocessing.runs_turned``).  BatchNorms are folded
-into the convolutions first (components/batchnorm_folding.py).
+into the convolutions first (components/batchnorm_folding.py); the probabilities are
+served as the Trainer settled (components/inference.py): optionally mirror-averaged,
+and remapped so that its decision threshold lands on 0.5.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 
 import keras
 import tensorflow as tf
 
+from components import inference
 from components import preprocessing as pp
 from components.batchnorm_folding import fold_batch_norms
+from components.calibration import recentre
+from components.inference import ServingSettings
 from components.unet import with_input_size
 from serving import defaults
 
 
-def _probabilities(model: keras.Model, turned: keras.Model | None, images: tf.Tensor):
+def _probabilities(
+    model: keras.Model, turned: keras.Model | None, images: tf.Tensor, settings: ServingSettings
+):
     """Encoded photos -> person probabilities (N, H, W) at the model's size, and each
     photo's height and width.
 
@@ -56,14 +65,16 @@ def _probabilities(model: keras.Model, turned: keras.Model | None, images: tf.Te
         ),
     )
     if turned is None:
-        return model(pixels, training=False)[..., 0], heights, widths
+        probabilities = inference.probabilities(model, pixels, settings.flip_average)[..., 0]
+        return recentre(probabilities, settings.decision_threshold), heights, widths
 
     def run(indices, network):
         def call():
             batch = tf.gather(pixels, indices)
             if network is model:
-                return network(batch, training=False)[..., 0]
-            probabilities = network(tf.transpose(batch, [0, 2, 1, 3]), training=False)
+                return inference.probabilities(network, batch, settings.flip_average)[..., 0]
+            upright = tf.transpose(batch, [0, 2, 1, 3])
+            probabilities = inference.probabilities(network, upright, settings.flip_average)
             return tf.image.resize(probabilities, [height, width])[..., 0]
 
         # Skipped when no photo of the batch has this orientation.
@@ -75,11 +86,13 @@ def _probabilities(model: keras.Model, turned: keras.Model | None, images: tf.Te
         [upright, sideways], [run(upright, model), run(sideways, turned)]
     )
     probabilities.set_shape([None, height, width])
-    return probabilities, heights, widths
+    return recentre(probabilities, settings.decision_threshold), heights, widths
 
 
-def _mask_from_bytes(model: keras.Model, turned: keras.Model | None, images: tf.Tensor):
-    probabilities, heights, widths = _probabilities(model, turned, images)
+def _mask_from_bytes(
+    model: keras.Model, turned: keras.Model | None, images: tf.Tensor, settings: ServingSettings
+):
+    probabilities, heights, widths = _probabilities(model, turned, images, settings)
     mask = tf.cast(tf.round(tf.clip_by_value(probabilities, 0.0, 1.0) * 255.0), tf.uint8)
     return {
         defaults.OUTPUT_MASK: mask,
@@ -88,7 +101,10 @@ def _mask_from_bytes(model: keras.Model, turned: keras.Model | None, images: tf.
     }
 
 
-def export_saved_model(model: keras.Model, export_dir: str) -> None:
+def export_saved_model(
+    model: keras.Model, export_dir: str, settings: ServingSettings | None = None
+) -> None:
+    settings = settings or ServingSettings()
     model = fold_batch_norms(model)
     height, width = model.input_shape[1], model.input_shape[2]
     turned = with_input_size(model, width, height) if height != width else None
@@ -97,18 +113,18 @@ def export_saved_model(model: keras.Model, export_dir: str) -> None:
 
     archive.add_endpoint(
         name=defaults.SIGNATURE_BYTES,
-        fn=lambda images: _mask_from_bytes(model, turned, images),
+        fn=lambda images: _mask_from_bytes(model, turned, images, settings),
         input_signature=[tf.TensorSpec([None], tf.string, name=defaults.INPUT_IMAGES)],
     )
     archive.add_endpoint(
         name=defaults.SIGNATURE_FLOAT,
-        fn=lambda pixels: {"probabilities": model(pixels, training=False)},
+        fn=lambda pixels: {"probabilities": inference.served(model, pixels, settings)},
         input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32, name="pixels")],
     )
 
     def from_examples(examples):
         parsed = tf.io.parse_example(examples, {pp.IMAGE_KEY: pp.FEATURE_SPEC[pp.IMAGE_KEY]})
-        probabilities, _, _ = _probabilities(model, turned, parsed[pp.IMAGE_KEY])
+        probabilities, _, _ = _probabilities(model, turned, parsed[pp.IMAGE_KEY], settings)
         return {"probabilities": probabilities[..., None]}
 
     archive.add_endpoint(
@@ -130,8 +146,25 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m components.export", description=main.__doc__)
     parser.add_argument("keras_model", help="a Trainer's model/<id>/keras/model.keras")
     parser.add_argument("export_dir", help="where to write the SavedModel")
+    parser.add_argument(
+        "--decision-threshold",
+        type=float,
+        help="the probability that served masks put at 0.5 (default: the Trainer's choice, "
+        f"from {inference.SETTINGS_FILE} beside the Keras model, else 0.5)",
+    )
+    parser.add_argument(
+        "--flip-average",
+        choices=["true", "false"],
+        help="average each mask with the mirrored photo's (default: as the Trainer chose)",
+    )
     args = parser.parse_args(argv)
-    export_saved_model(keras.models.load_model(args.keras_model, compile=False), args.export_dir)
+    settings = inference.load(os.path.dirname(args.keras_model))
+    if args.decision_threshold is not None:
+        settings = dataclasses.replace(settings, decision_threshold=args.decision_threshold)
+    if args.flip_average is not None:
+        settings = dataclasses.replace(settings, flip_average=args.flip_average == "true")
+    model = keras.models.load_model(args.keras_model, compile=False)
+    export_saved_model(model, args.export_dir, settings)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ so the Trainer reads the same configuration as every other component.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -17,7 +18,7 @@ import tensorflow as tf
 from absl import logging
 from tfx import v1 as tfx
 
-from components import dataset, losses, pairs, unfolding
+from components import calibration, dataset, inference, losses, pairs, unfolding
 from components.architecture import ARCHITECTURE_KEYS
 from components.export import export_saved_model
 from components.unet import build_configured_unet, with_input_size
@@ -246,9 +247,25 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     if os.path.exists(best):
         trained.load_weights(best)
 
-    export_saved_model(model, fn_args.serving_model_dir)
     keras_file = keras_path(fn_args.serving_model_dir)
     os.makedirs(os.path.dirname(keras_file), exist_ok=True)
+    settings = inference.ServingSettings(flip_average=cfg["flip_average"])
+    details = {}
+    if cfg["calibrate_threshold"]:
+        threshold, means = calibration.best_threshold(
+            lambda images: inference.probabilities(trained, images, settings.flip_average),
+            evaluation,
+        )
+        settings = dataclasses.replace(settings, decision_threshold=threshold)
+        details["validation_mean_iou"] = {f"{t:.2f}": round(m, 5) for t, m in means.items()}
+        logging.info(
+            "Decision threshold %.2f: validation mean per-image IoU %.4f (%.4f at 0.5)",
+            threshold,
+            means[threshold],
+            means[0.5],
+        )
+    inference.save(os.path.dirname(keras_file), settings, **details)
+    export_saved_model(model, fn_args.serving_model_dir, settings)
     model.save(keras_file)
     logging.info(
         "Exported %s (%d parameters) to %s",

@@ -96,3 +96,14 @@ def test_shipped_model_turns_landscape_photos_and_gains(signature):
 def _aspect(pair: pairs.Pair) -> float:
     with Image.open(pair.image) as image:
         return image.width / image.height
+
+
+@pytest.mark.realdata
+def test_shipped_model_serves_mirror_averaged_masks(signature):
+    """The shipped export averages each mask with the mirrored photo's (models/README.md):
+    a real photo's mirror image gets the mirrored mask, to rounding."""
+    photo = np.asarray(Image.open(_eval_pairs("ccp")[0].image).convert("RGB"))
+    images = [tf.io.encode_png(p).numpy() for p in (photo, np.ascontiguousarray(photo[:, ::-1]))]
+    plain, of_mirror = signature(**{defaults.INPUT_IMAGES: images})[defaults.OUTPUT_MASK]
+    gap = np.abs(plain.numpy()[:, ::-1].astype(int) - of_mirror.numpy().astype(int))
+    assert gap.max() <= 1

@@ -2,6 +2,7 @@
 photos of a portrait model at the transposed size, in batches of one orientation."""
 
 import io
+import os
 
 import keras
 import numpy as np
@@ -10,7 +11,7 @@ import tensorflow as tf
 from PIL import Image
 from tfx import v1 as tfx
 
-from components import dataset, trainer_module
+from components import calibration, dataset, inference, trainer_module
 from components.batchnorm_folding import fold_batch_norms
 from components.decode import decode_pair
 from components.effnet_unet import build_effnet_unet
@@ -173,6 +174,17 @@ def test_trainer_trains_both_orientations_and_exports_the_fixed_size_model(tmp_p
     landscape = np.zeros((30, 40, 3), np.uint8)
     assert _served_mask(fn_args.serving_model_dir, landscape).shape == (48, 32)
 
+    # The decision threshold was chosen on both orientations' batches and exported.
+    settings = inference.load(os.path.dirname(trainer_module.keras_path(fn_args.serving_model_dir)))
+    assert settings.decision_threshold in calibration.CANDIDATES
+    pixels = tf.random.uniform((1, 48, 32, 3), seed=0)
+    served = tf.saved_model.load(fn_args.serving_model_dir).signatures[defaults.SIGNATURE_FLOAT]
+    np.testing.assert_allclose(
+        served(pixels=pixels)["probabilities"].numpy(),
+        calibration.recentre(saved(pixels), settings.decision_threshold).numpy(),
+        atol=1e-5,
+    )
+
 
 def test_trainer_starts_from_an_exported_model(tmp_path):
     keras.utils.set_random_seed(1)
@@ -196,7 +208,8 @@ def test_trainer_starts_from_an_exported_model(tmp_path):
     initial = str(tmp_path / "initial")
     export_saved_model(model, initial)
 
-    fn_args = _train(tmp_path, init_model=initial, learning_rate=1e-7)
+    # Uncalibrated, so that the served masks compare with the initial model's as they are.
+    fn_args = _train(tmp_path, init_model=initial, learning_rate=1e-7, calibrate_threshold=False)
     started = _served_mask(fn_args.serving_model_dir, photo).astype(int)
     expected = _served_mask(initial, photo).astype(int)
     assert expected.std() > 20  # a mask with structure, not a constant

@@ -84,6 +84,12 @@ class PipelineConfig:
     # Share of the train split held out to pick the best epoch; the eval split
     # stays unseen until the IoU gate.
     validation_fraction: float = 0.1
+    # Pick the decision threshold on the validation slice and export masks that
+    # cross 0.5 there (components/calibration.py); false keeps the model's own 0.5.
+    calibrate_threshold: bool = True
+    # Serve each mask averaged with the mirrored photo's (components/inference.py):
+    # about 0.003 IoU for 1.6x the latency.
+    flip_average: bool = False
     warm_start: bool = False
     # An exported model (a SavedModel directory such as models/bgremover/1) to
     # start from instead of ImageNet's weights, e.g. to fine-tune the shipped
@@ -154,6 +160,8 @@ class PipelineConfig:
             "augment",
             "train_turned",
             "validation_fraction",
+            "calibrate_threshold",
+            "flip_average",
             "warm_start",
             "init_model",
             "seed",
