@@ -138,6 +138,7 @@ def export_saved_model(
     for name in ("variables", "trainable_variables", "non_trainable_variables"):
         setattr(archive._tf_trackable, name, [])
     archive.write_out(export_dir, verbose=False)
+    inference.save(os.path.join(export_dir, inference.EXPORT_SUBDIR), settings)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -158,6 +159,10 @@ def main(argv: list[str] | None = None) -> None:
         help="average each mask with the mirrored photo's (default: as the Trainer chose)",
     )
     args = parser.parse_args(argv)
+    if args.decision_threshold is not None and not 0 < args.decision_threshold < 1:
+        parser.error(
+            f"--decision-threshold must lie between 0 and 1, got {args.decision_threshold}"
+        )
     settings = inference.load(os.path.dirname(args.keras_model))
     if args.decision_threshold is not None:
         settings = dataclasses.replace(settings, decision_threshold=args.decision_threshold)

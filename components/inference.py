@@ -2,7 +2,9 @@
 image's, then recentred on the decision threshold (components/calibration.py).
 
 Both choices are settled when training ends and saved beside the Keras model, so a
-re-export (``python -m components.export``) serves what the Trainer measured.
+re-export (``python -m components.export``) serves what the Trainer measured, and in
+the SavedModel's ``assets.extra`` (which TF Serving ignores), so an export says how it
+serves.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import tensorflow as tf
 from components.calibration import recentre
 
 SETTINGS_FILE = "serving_settings.json"
+EXPORT_SUBDIR = "assets.extra"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,7 +27,7 @@ class ServingSettings:
     # The probability that served masks put at 0.5.
     decision_threshold: float = 0.5
     # Average with the mask of the mirrored photo: a second opinion on the same
-    # weights for 1.6x the time (one batch of two on 2 cores).
+    # weights for 1.7x the time (one batch of two on 2 cores).
     flip_average: bool = False
 
 
@@ -48,6 +51,7 @@ def served(
 
 
 def save(folder: str, settings: ServingSettings, **details) -> None:
+    os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, SETTINGS_FILE), "w") as f:
         json.dump({**dataclasses.asdict(settings), **details}, f, indent=2)
 
@@ -59,4 +63,14 @@ def load(folder: str) -> ServingSettings:
         return ServingSettings()
     with open(path) as f:
         saved = json.load(f)
-    return ServingSettings(**{f.name: saved[f.name] for f in dataclasses.fields(ServingSettings)})
+    fields = dataclasses.fields(ServingSettings)
+    return ServingSettings(**{f.name: saved.get(f.name, f.default) for f in fields})
+
+
+def exported(export_dir: str) -> ServingSettings | None:
+    """How a SavedModel this project exported serves; None if the export predates the
+    record."""
+    folder = os.path.join(export_dir, EXPORT_SUBDIR)
+    if not os.path.exists(os.path.join(folder, SETTINGS_FILE)):
+        return None
+    return load(folder)

@@ -59,7 +59,12 @@ def _build_or_start_from(
         return model, source
     if initial:
         unfolding.load_exported(model, initial, photos)
-        logging.info("Starting from the exported model %s", initial)
+        served = inference.exported(initial) or "not recorded"
+        logging.info(
+            "Starting from the exported model %s (served: %s; this run settles its own)",
+            initial,
+            served,
+        )
     return model, initial
 
 
@@ -81,6 +86,7 @@ def _backup_dir(cfg: dict) -> str:
         "init_model",
         "foreground_weight",
         "dice_weight",
+        "lovasz_weight",
         "augment",
         "train_turned",
         "validation_fraction",
@@ -179,6 +185,38 @@ def _schedule(cfg: dict, budget: _TimeBudget) -> keras.callbacks.Callback:
     )
 
 
+def _serving_settings(
+    cfg: dict, network: keras.Model, train_files: list[str]
+) -> tuple[inference.ServingSettings, dict]:
+    """How the export serves the model, with the validation scores behind the choice.
+
+    The threshold is chosen on the validation slice as served: landscape photos turned
+    whatever ``train_turned`` says (``network`` takes both orientations), and
+    mirror-averaged if the export will be.
+    """
+    settings = inference.ServingSettings(flip_average=cfg["flip_average"])
+    if not cfg["calibrate_threshold"]:
+        return settings, {}
+    height, width = cfg["image_height"], cfg["image_width"]
+    percent = round(100 * cfg["validation_fraction"])
+    if not percent:
+        logging.warning("validation_fraction is 0: the threshold is chosen on training photos")
+    photos = dataset.eval_dataset(train_files, height, width, cfg["batch_size"], percent, True)
+    threshold, means = calibration.best_threshold(
+        lambda images: inference.probabilities(network, images, settings.flip_average), photos
+    )
+    logging.info(
+        "Decision threshold %.2f: validation mean per-image IoU %.4f (%.4f at 0.5)",
+        threshold,
+        means[threshold],
+        means[0.5],
+    )
+    scores = {f"{t:.2f}": round(m, 5) for t, m in means.items()}
+    return dataclasses.replace(settings, decision_threshold=threshold), {
+        "validation_mean_iou": scores
+    }
+
+
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     cfg = _settings(fn_args)
     keras.utils.set_random_seed(cfg["seed"])
@@ -205,13 +243,21 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         lambda images, _: tf.image.resize(images, [height, width])
     )
     model, source = _build_or_start_from(cfg, fn_args.base_model, photos)
-    # Batches come in both orientations; the fixed-size model is what is exported.
-    trained = _BothOrientations(model) if turned and height != width else model
+    # Both orientations through one set of weights, as served (before compiling: a
+    # compiled model's clone would need the loss registered); the fixed-size model is
+    # what is exported.
+    as_served = _BothOrientations(model) if height != width else model
+    trained = as_served if turned else model
+    candidates = calibration.CANDIDATES if cfg["calibrate_threshold"] else ()
     trained.compile(
         optimizer=keras.optimizers.Adam(cfg["learning_rate"]),
-        loss=losses.make_loss(weight, cfg["dice_weight"]),
-        # Pixel accuracy is logged for observation only; the gate is IoU.
-        metrics=[losses.ForegroundIoU(cfg["threshold"]), "binary_accuracy"],
+        loss=losses.make_loss(weight, cfg["dice_weight"], cfg["lovasz_weight"]),
+        # Pixel accuracy is logged for observation only; the gate is IoU.  A model served
+        # at a calibrated threshold is judged (and its best epoch kept) at its best cut.
+        metrics=[
+            losses.ForegroundIoU(cfg["threshold"], thresholds=candidates),
+            "binary_accuracy",
+        ],
     )
     best = os.path.join(fn_args.model_run_dir, "best.weights.h5")
     baseline_iou = None
@@ -249,21 +295,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
 
     keras_file = keras_path(fn_args.serving_model_dir)
     os.makedirs(os.path.dirname(keras_file), exist_ok=True)
-    settings = inference.ServingSettings(flip_average=cfg["flip_average"])
-    details = {}
-    if cfg["calibrate_threshold"]:
-        threshold, means = calibration.best_threshold(
-            lambda images: inference.probabilities(trained, images, settings.flip_average),
-            evaluation,
-        )
-        settings = dataclasses.replace(settings, decision_threshold=threshold)
-        details["validation_mean_iou"] = {f"{t:.2f}": round(m, 5) for t, m in means.items()}
-        logging.info(
-            "Decision threshold %.2f: validation mean per-image IoU %.4f (%.4f at 0.5)",
-            threshold,
-            means[threshold],
-            means[0.5],
-        )
+    settings, details = _serving_settings(cfg, as_served, fn_args.train_files)
     inference.save(os.path.dirname(keras_file), settings, **details)
     export_saved_model(model, fn_args.serving_model_dir, settings)
     model.save(keras_file)

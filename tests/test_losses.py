@@ -84,3 +84,53 @@ def test_weighted_loss_does_not_collapse_where_plain_bce_does():
     plain = _train("binary_crossentropy", x, y)
     assert plain < 0.05  # plain BCE answers "background" everywhere
     assert weighted > 0.25
+
+
+def test_lovasz_loss_is_one_minus_iou_on_hard_masks_and_pulls_the_right_way():
+    rng = np.random.default_rng(3)
+    truth = (rng.random((3, 16, 16, 1)) > 0.6).astype(np.float32)
+    hard = (rng.random((3, 16, 16, 1)) > 0.5).astype(np.float32)
+    hard[2] = truth[2]  # one perfect mask
+    got = losses.lovasz_loss(tf.constant(truth), tf.constant(hard)).numpy()
+    want = [1.0 - losses.iou(t > 0.5, h > 0.5) for t, h in zip(truth, hard, strict=True)]
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert got[2] == 0.0
+
+    soft = rng.uniform(0.0, 1.0, truth.shape).astype(np.float32)
+    got = losses.lovasz_loss(tf.constant(truth), tf.constant(soft)).numpy()
+    want = [_numpy_lovasz(t, p) for t, p in zip(truth, soft, strict=True)]
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    plain = losses.make_loss(1.0, 0.0)(tf.constant(truth), tf.constant(soft))
+    with_lovasz = losses.make_loss(1.0, 0.0, 1.0)(tf.constant(truth), tf.constant(soft))
+    np.testing.assert_allclose(with_lovasz - plain, got, atol=1e-5)
+
+
+def _numpy_lovasz(truth: np.ndarray, probabilities: np.ndarray) -> float:
+    """Berman et al.'s reference (lovasz_softmax_flat for one class, lovasz_grad)."""
+    truth, probabilities = truth.ravel(), probabilities.ravel()
+    errors = np.abs(truth - probabilities)
+    order = np.argsort(-errors, kind="stable")
+    gt_sorted = truth[order]
+    gts = gt_sorted.sum()
+    intersection = gts - np.cumsum(gt_sorted)
+    union = gts + np.cumsum(1 - gt_sorted)
+    jaccard = 1.0 - intersection / union
+    jaccard[1:] = jaccard[1:] - jaccard[:-1]
+    return float(np.dot(errors[order], jaccard))
+
+
+def test_foreground_iou_over_several_thresholds_is_the_best_of_them():
+    truth = np.zeros((1, 4, 4, 1), np.float32)
+    truth[0, :2] = 1.0
+    pred = np.full((1, 4, 4, 1), 0.1, np.float32)
+    pred[0, :2] = 0.6  # the person
+    pred[0, 2] = 0.55  # a row more than the person, above 0.5 only
+    at_half = losses.ForegroundIoU(0.5)
+    at_half.update_state(truth, pred)
+    assert float(at_half.result()) == pytest.approx(8 / 12)
+    best = losses.ForegroundIoU(thresholds=(0.3, 0.5, 0.58, 0.7))
+    best.update_state(truth, pred)
+    assert float(best.result()) == pytest.approx(1.0)  # at 0.58
+    best.reset_state()
+    best.update_state(truth, np.zeros_like(pred))
+    assert float(best.result()) == 0.0

@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from components import calibration, inference
+from components import preprocessing as pp
 from components.export import export_saved_model
 from components.export import main as export_main
 from components.inference import ServingSettings
@@ -55,21 +56,53 @@ def _png(pixels: np.ndarray) -> bytes:
     return tf.io.encode_png(tf.constant(pixels)).numpy()
 
 
-def test_every_signature_serves_the_recentred_probabilities(tmp_path):
-    model = build_unet(32, 32, filters=4, depth=2)
-    export_saved_model(model, str(tmp_path), ServingSettings(decision_threshold=0.7))
-    loaded = tf.saved_model.load(str(tmp_path))
-    photo = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
-    pixels = tf.constant(photo[None] / 255.0, tf.float32)
+@pytest.mark.parametrize("size", [(32, 32), (32, 16)], ids=["square", "portrait"])
+def test_every_signature_serves_the_recentred_probabilities(tmp_path, size):
+    """Upright photos, and on a portrait model a landscape photo, which runs turned."""
+    keras.utils.set_random_seed(7)
+    height, width = size
+    model = build_unet(height, width, filters=4, depth=2)
+    export_saved_model(model, str(tmp_path / "plain"))
+    export_saved_model(model, str(tmp_path / "moved"), ServingSettings(decision_threshold=0.7))
+    assert inference.exported(str(tmp_path / "moved")) == ServingSettings(0.7)
+    assert inference.exported(str(tmp_path / "plain")) == ServingSettings()
+    assert inference.exported(str(tmp_path)) is None  # no record: not one of ours
+    plain, moved = (tf.saved_model.load(str(tmp_path / n)) for n in ("plain", "moved"))
+
+    pixels = tf.random.uniform((1, height, width, 3), seed=1)
     expected = calibration.recentre(model(pixels), 0.7).numpy()
     assert np.abs(expected - model(pixels).numpy()).max() > 0.01  # the remap shows
-
-    served = loaded.signatures[defaults.SIGNATURE_FLOAT](pixels=pixels)["probabilities"]
+    served = moved.signatures[defaults.SIGNATURE_FLOAT](pixels=pixels)["probabilities"]
     np.testing.assert_allclose(served.numpy(), expected, atol=1e-6)
-    mask = loaded.signatures[defaults.SIGNATURE_BYTES](**{defaults.INPUT_IMAGES: [_png(photo)]})
-    np.testing.assert_allclose(
-        mask[defaults.OUTPUT_MASK].numpy()[0] / 255.0, expected[0, ..., 0], atol=1 / 255 + 1e-6
+
+    rng = np.random.default_rng(1)
+    photos = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in [(64, 32, 3), (30, 70, 3)]]
+    images = tf.constant([_png(photo) for photo in photos])
+    features = [
+        {pp.IMAGE_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[i.numpy()]))}
+        for i in images
+    ]
+    examples = tf.constant(
+        [
+            tf.train.Example(features=tf.train.Features(feature=f)).SerializeToString()
+            for f in features
+        ]
     )
+    for signature, call in [
+        (defaults.SIGNATURE_BYTES, lambda fn: fn(**{defaults.INPUT_IMAGES: images})),
+        (defaults.SIGNATURE_EXAMPLES, lambda fn: fn(examples=examples)),
+    ]:
+        before, after = (call(m.signatures[signature]) for m in (plain, moved))
+        if signature == defaults.SIGNATURE_BYTES:
+            before = before[defaults.OUTPUT_MASK].numpy() / 255.0
+            after = after[defaults.OUTPUT_MASK].numpy() / 255.0
+            tolerance = 2.5 / 255  # both rounded to uint8; the remap's slope is up to 2.3
+        else:
+            before, after = before["probabilities"].numpy(), after["probabilities"].numpy()
+            tolerance = 1e-5
+        assert np.abs(after - before).max() > 0.01
+        recentred = calibration.recentre(tf.constant(before, tf.float32), 0.7).numpy()
+        np.testing.assert_allclose(after, recentred, atol=tolerance)
 
 
 def _mirror_gap(export_dir: str, photo: np.ndarray) -> int:

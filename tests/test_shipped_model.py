@@ -10,7 +10,7 @@ import tensorflow as tf
 from PIL import Image
 
 from benchmarks.models import input_size
-from components import pairs
+from components import calibration, inference, pairs
 from components import preprocessing as pp
 from components.iou_evaluator import _predict_full_resolution
 from components.losses import iou
@@ -100,8 +100,11 @@ def _aspect(pair: pairs.Pair) -> float:
 
 @pytest.mark.realdata
 def test_shipped_model_serves_mirror_averaged_masks(signature):
-    """The shipped export averages each mask with the mirrored photo's (models/README.md):
-    a real photo's mirror image gets the mirrored mask, to rounding."""
+    """The shipped export averages each mask with the mirrored photo's, as its record
+    says (models/README.md): a real photo's mirror image gets the mirrored mask."""
+    settings = inference.exported(str(SHIPPED))
+    assert settings is not None and settings.flip_average
+    assert settings.decision_threshold in calibration.CANDIDATES
     photo = np.asarray(Image.open(_eval_pairs("ccp")[0].image).convert("RGB"))
     images = [tf.io.encode_png(p).numpy() for p in (photo, np.ascontiguousarray(photo[:, ::-1]))]
     plain, of_mirror = signature(**{defaults.INPUT_IMAGES: images})[defaults.OUTPUT_MASK]

@@ -2,7 +2,8 @@
 photos of a portrait model at the transposed size, in batches of one orientation."""
 
 import io
-import os
+import json
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -174,14 +175,41 @@ def test_trainer_trains_both_orientations_and_exports_the_fixed_size_model(tmp_p
     landscape = np.zeros((30, 40, 3), np.uint8)
     assert _served_mask(fn_args.serving_model_dir, landscape).shape == (48, 32)
 
-    # The decision threshold was chosen on both orientations' batches and exported.
-    settings = inference.load(os.path.dirname(trainer_module.keras_path(fn_args.serving_model_dir)))
-    assert settings.decision_threshold in calibration.CANDIDATES
+    # The decision threshold is the best of the candidates on the validation photos.
+    record = json.loads(
+        (
+            Path(trainer_module.keras_path(fn_args.serving_model_dir)).parent
+            / inference.SETTINGS_FILE
+        ).read_text()
+    )
+    scores = {float(t): m for t, m in record["validation_mean_iou"].items()}
+    assert sorted(scores) == list(calibration.CANDIDATES)
+    assert scores[record["decision_threshold"]] == max(scores.values())
+
+
+def test_trainer_serves_as_it_calibrated_on_photos_as_served(tmp_path, monkeypatch):
+    """Without train_turned the threshold is still chosen with landscape photos turned,
+    mirror-averaged when the export is; the export serves what was chosen."""
+    shapes = set()
+
+    def chosen(predict, batches):
+        for images, _ in batches:
+            shapes.add(tuple(predict(images).shape[1:3]))
+        return 0.7, {t: 0.5 for t in calibration.CANDIDATES}
+
+    monkeypatch.setattr(calibration, "best_threshold", chosen)
+    fn_args = _train(tmp_path, flip_average=True)
+    assert shapes == {(48, 32), (32, 48)}
+    settings = inference.ServingSettings(decision_threshold=0.7, flip_average=True)
+    assert inference.exported(fn_args.serving_model_dir) == settings
+    saved = keras.models.load_model(
+        trainer_module.keras_path(fn_args.serving_model_dir), compile=False
+    )
     pixels = tf.random.uniform((1, 48, 32, 3), seed=0)
     served = tf.saved_model.load(fn_args.serving_model_dir).signatures[defaults.SIGNATURE_FLOAT]
     np.testing.assert_allclose(
         served(pixels=pixels)["probabilities"].numpy(),
-        calibration.recentre(saved(pixels), settings.decision_threshold).numpy(),
+        inference.served(saved, pixels, settings).numpy(),
         atol=1e-5,
     )
 

@@ -76,6 +76,8 @@ class PipelineConfig:
     lr_schedule: str = "plateau"
     foreground_weight: float = 0.0  # 0: derived from the data's foreground fraction
     dice_weight: float = 1.0
+    # The Lovász surrogate of per-image IoU (components/losses.py), added to the loss.
+    lovasz_weight: float = 0.0
     augment: bool = True
     # Landscape photos train at the transposed input size of a portrait model
     # (and the reverse), as serving runs them (preprocessing.runs_turned),
@@ -88,7 +90,7 @@ class PipelineConfig:
     # cross 0.5 there (components/calibration.py); false keeps the model's own 0.5.
     calibrate_threshold: bool = True
     # Serve each mask averaged with the mirrored photo's (components/inference.py):
-    # about 0.003 IoU for 1.6x the latency.
+    # about 0.003 IoU for 1.7x the latency.
     flip_average: bool = False
     warm_start: bool = False
     # An exported model (a SavedModel directory such as models/bgremover/1) to
@@ -103,6 +105,7 @@ class PipelineConfig:
     # ...unless it is at least this much faster (0.1: a tenth) in-process,
     # measured side by side with the served one (0: IoU alone decides).
     min_speedup: float = 0.1
+    # Where the gate cuts the served masks (and the training metric the model's own).
     threshold: float = 0.5
 
     # Rollout check after the push ("" skips it).
@@ -157,6 +160,7 @@ class PipelineConfig:
             "lr_schedule",
             "foreground_weight",
             "dice_weight",
+            "lovasz_weight",
             "augment",
             "train_turned",
             "validation_fraction",
