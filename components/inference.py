@@ -27,7 +27,7 @@ class ServingSettings:
     # The probability that served masks put at 0.5.
     decision_threshold: float = 0.5
     # Average with the mask of the mirrored photo: a second opinion on the same
-    # weights for 1.7x the time (one batch of two on 2 cores).
+    # weights for about 1.6x the time (one batch of two on 2 cores).
     flip_average: bool = False
 
 

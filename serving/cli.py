@@ -119,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--threshold",
         type=float,
         metavar="T",
-        help="hard mask: person where probability >= T (0..1); default: soft edges",
+        help="hard mask: person where the mask >= T (0..1; the model's own cut is 0.5); "
+        "default: soft edges",
     )
     remove.add_argument(
         "--feather", type=float, default=0.0, metavar="PX", help="blur the mask edge by PX"

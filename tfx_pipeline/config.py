@@ -90,7 +90,7 @@ class PipelineConfig:
     # cross 0.5 there (components/calibration.py); false keeps the model's own 0.5.
     calibrate_threshold: bool = True
     # Serve each mask averaged with the mirrored photo's (components/inference.py):
-    # about 0.003 IoU for 1.7x the latency.
+    # about 0.003 IoU for 1.6x the latency.
     flip_average: bool = False
     warm_start: bool = False
     # An exported model (a SavedModel directory such as models/bgremover/1) to
