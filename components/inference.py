@@ -56,21 +56,22 @@ def save(folder: str, settings: ServingSettings, **details) -> None:
         json.dump({**dataclasses.asdict(settings), **details}, f, indent=2)
 
 
-def load(folder: str) -> ServingSettings:
-    """The settings saved in ``folder``; the defaults for models trained before them."""
+def _saved(folder: str) -> ServingSettings | None:
     path = os.path.join(folder, SETTINGS_FILE)
     if not os.path.exists(path):
-        return ServingSettings()
+        return None
     with open(path) as f:
         saved = json.load(f)
     fields = dataclasses.fields(ServingSettings)
     return ServingSettings(**{f.name: saved.get(f.name, f.default) for f in fields})
 
 
+def load(folder: str) -> ServingSettings:
+    """The settings saved in ``folder``; the defaults for models trained before them."""
+    return _saved(folder) or ServingSettings()
+
+
 def exported(export_dir: str) -> ServingSettings | None:
     """How a SavedModel this project exported serves; None if the export predates the
     record."""
-    folder = os.path.join(export_dir, EXPORT_SUBDIR)
-    if not os.path.exists(os.path.join(folder, SETTINGS_FILE)):
-        return None
-    return load(folder)
+    return _saved(os.path.join(export_dir, EXPORT_SUBDIR))

@@ -186,22 +186,19 @@ def _schedule(cfg: dict, budget: _TimeBudget) -> keras.callbacks.Callback:
 
 
 def _serving_settings(
-    cfg: dict, network: keras.Model, train_files: list[str]
+    cfg: dict, network: keras.Model, photos: tf.data.Dataset
 ) -> tuple[inference.ServingSettings, dict]:
     """How the export serves the model, with the validation scores behind the choice.
 
-    The threshold is chosen on the validation slice as served: landscape photos turned
-    whatever ``train_turned`` says (``network`` takes both orientations), and
-    mirror-averaged if the export will be.
+    The threshold is chosen on the validation slice as served: ``photos`` has landscape
+    photos turned whatever ``train_turned`` says (``network`` takes both orientations),
+    and they are mirror-averaged if the export will be.
     """
     settings = inference.ServingSettings(flip_average=cfg["flip_average"])
     if not cfg["calibrate_threshold"]:
         return settings, {}
-    height, width = cfg["image_height"], cfg["image_width"]
-    percent = round(100 * cfg["validation_fraction"])
-    if not percent:
+    if not cfg["validation_fraction"]:
         logging.warning("validation_fraction is 0: the threshold is chosen on training photos")
-    photos = dataset.eval_dataset(train_files, height, width, cfg["batch_size"], percent, True)
     threshold, means = calibration.best_threshold(
         lambda images: inference.probabilities(network, images, settings.flip_average), photos
     )
@@ -295,7 +292,13 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
 
     keras_file = keras_path(fn_args.serving_model_dir)
     os.makedirs(os.path.dirname(keras_file), exist_ok=True)
-    settings, details = _serving_settings(cfg, as_served, fn_args.train_files)
+    # The validation slice as served, landscape photos turned, for the threshold.
+    photos_as_served = (
+        evaluation
+        if turned
+        else dataset.eval_dataset(fn_args.train_files, height, width, batch, percent, True)
+    )
+    settings, details = _serving_settings(cfg, as_served, photos_as_served)
     inference.save(os.path.dirname(keras_file), settings, **details)
     export_saved_model(model, fn_args.serving_model_dir, settings)
     model.save(keras_file)

@@ -49,6 +49,21 @@ def publish_version(
     return target
 
 
+def png_bytes(pixels: np.ndarray) -> bytes:
+    """``pixels`` (H, W or H, W, C; uint8) as a lossless PNG."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def mirror_gap(serve, photo: np.ndarray) -> int:
+    """How far ``serve`` (a serving_default signature) answers the mirrored photo from
+    the mirrored mask of the photo, in uint8 steps."""
+    images = [png_bytes(photo), png_bytes(photo[:, ::-1])]
+    plain, of_mirror = serve(**{defaults.INPUT_IMAGES: images})[defaults.OUTPUT_MASK].numpy()
+    return int(np.abs(plain[:, ::-1].astype(int) - of_mirror.astype(int)).max())
+
+
 def encode_image(width: int, height: int, fmt: str = "JPEG", seed: int = 0) -> bytes:
     """A random RGB photo of the given size, encoded as JPEG or PNG."""
     pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)

@@ -1,22 +1,15 @@
 """data_repeats: a small folder's train photos appear more often per epoch."""
 
 import argparse
-import io
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
 
 from components import dataset, pairs
 from components import preprocessing as pp
+from tests.serving_fixtures import png_bytes
 from tfx_pipeline import config as config_lib
-
-
-def _png(array: np.ndarray) -> bytes:
-    out = io.BytesIO()
-    Image.fromarray(array).save(out, format="PNG")
-    return out.getvalue()
 
 
 def _write_records(path, ids: list[str]) -> None:
@@ -26,8 +19,12 @@ def _write_records(path, ids: list[str]) -> None:
             image = np.full((8, 8, 3), index, np.uint8)
             mask = np.zeros((8, 8), np.uint8)
             features = {
-                pp.IMAGE_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[_png(image)])),
-                pp.MASK_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[_png(mask)])),
+                pp.IMAGE_KEY: tf.train.Feature(
+                    bytes_list=tf.train.BytesList(value=[png_bytes(image)])
+                ),
+                pp.MASK_KEY: tf.train.Feature(
+                    bytes_list=tf.train.BytesList(value=[png_bytes(mask)])
+                ),
                 pp.HEIGHT_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=[8])),
                 pp.WIDTH_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=[8])),
                 pp.ID_KEY: tf.train.Feature(

@@ -11,6 +11,7 @@ from components.export import export_saved_model
 from components.export import main as export_main
 from components.unet import build_unet
 from serving import defaults
+from tests.serving_fixtures import png_bytes
 
 
 def test_saved_model_stores_each_weight_once_and_matches_keras(tmp_path):
@@ -38,7 +39,7 @@ def test_saved_model_loads_the_way_tf_serving_loads_it(tmp_path):
     model = build_unet(32, 16, filters=4, depth=2)
     export_saved_model(model, str(tmp_path))
     pixels = np.random.default_rng(1).random((1, 32, 16, 3), dtype=np.float32)
-    landscape = _png(np.zeros((20, 50, 3), np.uint8))
+    landscape = png_bytes(np.zeros((20, 50, 3), np.uint8))
     with tf.Graph().as_default(), tf.compat.v1.Session() as session:
         meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], str(tmp_path))
         signature = meta_graph.signature_def[defaults.SIGNATURE_FLOAT]
@@ -56,10 +57,6 @@ def test_saved_model_loads_the_way_tf_serving_loads_it(tmp_path):
     by_bytes = tf.saved_model.load(str(tmp_path)).signatures[defaults.SIGNATURE_BYTES]
     expected = by_bytes(**{defaults.INPUT_IMAGES: tf.constant([landscape])})
     np.testing.assert_array_equal(mask, expected[defaults.OUTPUT_MASK].numpy())
-
-
-def _png(pixels: np.ndarray) -> bytes:
-    return tf.io.encode_png(tf.constant(pixels)).numpy()
 
 
 @pytest.mark.parametrize("size", [(32, 16), (16, 32)], ids=["portrait-model", "landscape-model"])
@@ -94,7 +91,7 @@ def test_photos_of_the_other_orientation_run_transposed_not_squeezed(tmp_path, s
 
     loaded = tf.saved_model.load(str(tmp_path))
     order = ["wide", "tall", "squarish", "wide"]
-    images = tf.constant([_png(photos[name]) for name in order])
+    images = tf.constant([png_bytes(photos[name]) for name in order])
     served = loaded.signatures[defaults.SIGNATURE_BYTES](**{defaults.INPUT_IMAGES: images})
     masks = served[defaults.OUTPUT_MASK].numpy()
     assert masks.shape == (4, height, width)
@@ -102,7 +99,7 @@ def test_photos_of_the_other_orientation_run_transposed_not_squeezed(tmp_path, s
     for name, served_mask in zip(order, masks, strict=True):
         np.testing.assert_allclose(served_mask / 255.0, expected[name], atol=1 / 255 + 1e-6)
 
-    feature = tf.train.Feature(bytes_list=tf.train.BytesList(value=[_png(photos[other])]))
+    feature = tf.train.Feature(bytes_list=tf.train.BytesList(value=[png_bytes(photos[other])]))
     example = tf.train.Example(features=tf.train.Features(feature={pp.IMAGE_KEY: feature}))
     by_example = loaded.signatures[defaults.SIGNATURE_EXAMPLES](
         examples=tf.constant([example.SerializeToString()])

@@ -20,6 +20,7 @@ from components import pairs
 from components.decode import Rejected, binarize_mask, decode_pair
 from components.image_example_gen import Executor, ImageExampleGen
 from components.ingestion_report import IngestionError, check_report
+from tests.serving_fixtures import png_bytes
 from tfx_pipeline.config import LOCAL_BEAM_ARGS
 
 W, H = 40, 30
@@ -423,28 +424,28 @@ def test_binarize_mask_modes():
 def test_downscale_keeps_aspect_and_binary_mask():
     photo = _photo(5, 200, 100)
     mask = _mask(200, 100, (50, 20, 130, 90))
-    decoded = decode_pair(_jpeg_bytes(photo), _png(mask), max_side=50)
+    decoded = decode_pair(_jpeg_bytes(photo), png_bytes(mask), max_side=50)
     assert (decoded.width, decoded.height) == (50, 25) and decoded.reencoded
     assert Image.open(io.BytesIO(decoded.image)).format == "JPEG"
     stored = _pixels(decoded.mask)
     assert stored.shape == (25, 50) and set(np.unique(stored)) == {0, 255}
     assert decoded.foreground_fraction == pytest.approx((mask > 0).mean(), abs=0.05)
-    kept = decode_pair(_jpeg_bytes(photo), _png(mask), max_side=500)
+    kept = decode_pair(_jpeg_bytes(photo), png_bytes(mask), max_side=500)
     assert not kept.reencoded and kept.image == _jpeg_bytes(photo)
 
 
 def test_photos_are_converted_as_the_client_converts_them():
     """Training must see what serving sends: transparency on white, 16 bits scaled."""
-    mask = _png(_mask())
+    mask = png_bytes(_mask())
     clear = np.zeros((H, W, 4), np.uint8)  # transparent black
-    stored = _pixels(decode_pair(_png(clear), mask).image)
+    stored = _pixels(decode_pair(png_bytes(clear), mask).image)
     assert stored.shape == (H, W, 3) and stored.min() == 255
     keyed = io.BytesIO()  # an RGB PNG whose black is declared transparent (tRNS)
     Image.new("RGB", (W, H)).save(keyed, format="PNG", transparency=(0, 0, 0))
     stored = _pixels(decode_pair(keyed.getvalue(), mask).image)
     assert stored.min() == 255
     mid_gray = np.full((H, W), 32896, np.uint16)  # 16 bits; clipping would make it white
-    stored = _pixels(decode_pair(_png(mid_gray), mask).image)
+    stored = _pixels(decode_pair(png_bytes(mid_gray), mask).image)
     assert stored.shape == (H, W, 3) and set(np.unique(stored)) == {128}
 
 
@@ -457,7 +458,7 @@ def test_a_mask_drawn_on_the_sideways_grid_turns_with_the_photo(orientation):
     exif[0x0112] = orientation
     photo_bytes = _jpeg_bytes(stored_grid, exif=exif)
     mask_on_grid = _mask(W, H, (3, 2, 17, 11))  # off centre: a wrong turn moves it
-    decoded = decode_pair(photo_bytes, _png(mask_on_grid))
+    decoded = decode_pair(photo_bytes, png_bytes(mask_on_grid))
     assert (decoded.width, decoded.height) == (H, W)
     marked = Image.fromarray(mask_on_grid)
     with_exif = io.BytesIO()
@@ -467,19 +468,13 @@ def test_a_mask_drawn_on_the_sideways_grid_turns_with_the_photo(orientation):
 
 
 def test_decode_rejects_with_reasons():
-    good = _png(_mask())
+    good = png_bytes(_mask())
     with pytest.raises(Rejected) as error:
-        decode_pair(_png(_photo(1)), _png(_mask(W + 20, H)))
+        decode_pair(png_bytes(_photo(1)), png_bytes(_mask(W + 20, H)))
     assert error.value.reason == "size_mismatch"
     with pytest.raises(Rejected) as error:
-        decode_pair(_png(_photo(1)), b"GIF89a junk")
+        decode_pair(png_bytes(_photo(1)), b"GIF89a junk")
     assert error.value.reason == "unreadable_mask"
     with pytest.raises(Rejected) as error:
         decode_pair(b"", good)
     assert error.value.reason == "empty_file"
-
-
-def _png(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return buffer.getvalue()

@@ -15,6 +15,7 @@ from components.export import main as export_main
 from components.inference import ServingSettings
 from components.unet import build_unet
 from serving import defaults
+from tests.serving_fixtures import mirror_gap, png_bytes
 
 
 def test_recentre_puts_the_threshold_at_one_half_and_keeps_the_order():
@@ -52,10 +53,6 @@ def test_best_threshold_needs_photos():
         calibration.best_threshold(lambda images: images, [])
 
 
-def _png(pixels: np.ndarray) -> bytes:
-    return tf.io.encode_png(tf.constant(pixels)).numpy()
-
-
 @pytest.mark.parametrize("size", [(32, 32), (32, 16)], ids=["square", "portrait"])
 def test_every_signature_serves_the_recentred_probabilities(tmp_path, size):
     """Upright photos, and on a portrait model a landscape photo, which runs turned."""
@@ -77,7 +74,7 @@ def test_every_signature_serves_the_recentred_probabilities(tmp_path, size):
 
     rng = np.random.default_rng(1)
     photos = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in [(64, 32, 3), (30, 70, 3)]]
-    images = tf.constant([_png(photo) for photo in photos])
+    images = tf.constant([png_bytes(photo) for photo in photos])
     features = [
         {pp.IMAGE_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[i.numpy()]))}
         for i in images
@@ -105,14 +102,6 @@ def test_every_signature_serves_the_recentred_probabilities(tmp_path, size):
         np.testing.assert_allclose(after, recentred, atol=tolerance)
 
 
-def _mirror_gap(export_dir: str, photo: np.ndarray) -> int:
-    """How far the mask of the mirrored photo is from the mirrored mask (uint8 steps)."""
-    serve = tf.saved_model.load(export_dir).signatures[defaults.SIGNATURE_BYTES]
-    masks = serve(**{defaults.INPUT_IMAGES: [_png(photo), _png(photo[:, ::-1])]})
-    plain, of_mirror = masks[defaults.OUTPUT_MASK].numpy().astype(int)
-    return int(np.abs(plain[:, ::-1] - of_mirror).max())
-
-
 def test_flip_average_serves_masks_that_mirror_with_the_photo(tmp_path):
     """On a portrait model, for an upright photo and for a landscape one (which runs
     turned), and in the float signature."""
@@ -120,14 +109,15 @@ def test_flip_average_serves_masks_that_mirror_with_the_photo(tmp_path):
     model = build_unet(32, 16, filters=4, depth=2)
     export_saved_model(model, str(tmp_path / "plain"))
     export_saved_model(model, str(tmp_path / "flip"), ServingSettings(flip_average=True))
+    plain, flip = (tf.saved_model.load(str(tmp_path / n)).signatures for n in ("plain", "flip"))
     rng = np.random.default_rng(5)
     for shape in [(64, 32, 3), (30, 70, 3)]:
         photo = rng.integers(0, 256, shape, dtype=np.uint8)
-        assert _mirror_gap(str(tmp_path / "plain"), photo) > 3  # the test can tell
-        assert _mirror_gap(str(tmp_path / "flip"), photo) <= 1
+        assert mirror_gap(plain[defaults.SIGNATURE_BYTES], photo) > 3  # the test can tell
+        assert mirror_gap(flip[defaults.SIGNATURE_BYTES], photo) <= 1
 
     pixels = tf.random.uniform((2, 32, 16, 3), seed=6)
-    served = tf.saved_model.load(str(tmp_path / "flip")).signatures[defaults.SIGNATURE_FLOAT]
+    served = flip[defaults.SIGNATURE_FLOAT]
     mirrored = tf.reverse(model(tf.reverse(pixels, [2])), [2])
     np.testing.assert_allclose(
         served(pixels=pixels)["probabilities"].numpy(),

@@ -15,6 +15,7 @@ from components import preprocessing as pp
 from components.iou_evaluator import _predict_full_resolution
 from components.losses import iou
 from serving import defaults
+from tests.serving_fixtures import mirror_gap
 from tfx_pipeline import config as config_lib
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,7 +107,4 @@ def test_shipped_model_serves_mirror_averaged_masks(signature):
     assert settings is not None and settings.flip_average
     assert settings.decision_threshold in calibration.CANDIDATES
     photo = np.asarray(Image.open(_eval_pairs("ccp")[0].image).convert("RGB"))
-    images = [tf.io.encode_png(p).numpy() for p in (photo, np.ascontiguousarray(photo[:, ::-1]))]
-    plain, of_mirror = signature(**{defaults.INPUT_IMAGES: images})[defaults.OUTPUT_MASK]
-    gap = np.abs(plain.numpy()[:, ::-1].astype(int) - of_mirror.numpy().astype(int))
-    assert gap.max() <= 1
+    assert mirror_gap(signature, photo) <= 1

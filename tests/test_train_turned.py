@@ -1,7 +1,6 @@
 """train_turned: photos train at the input size they are served at, landscape
 photos of a portrait model at the transposed size, in batches of one orientation."""
 
-import io
 import json
 from pathlib import Path
 
@@ -9,7 +8,6 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
 from tfx import v1 as tfx
 
 from components import calibration, dataset, inference, trainer_module
@@ -20,18 +18,13 @@ from components.export import export_saved_model
 from components.image_example_gen import to_example
 from components.unet import with_input_size
 from serving import defaults
+from tests.serving_fixtures import png_bytes
 from tfx_pipeline import config as config_lib
 
 # A 16x12 (portrait) model: photos wider than sqrt(4/3):1 run at 12x16.
 HEIGHT, WIDTH = 16, 12
 # (id, height, width): upright, upright (nearly square), turned, turned.
 PHOTOS = [("a", 40, 30), ("b", 30, 32), ("c", 30, 40), ("d", 24, 48)]
-
-
-def _png(array: np.ndarray) -> bytes:
-    out = io.BytesIO()
-    Image.fromarray(array).save(out, format="PNG")
-    return out.getvalue()
 
 
 def _write_records(path, photos=PHOTOS) -> None:
@@ -44,7 +37,7 @@ def _write_records(path, photos=PHOTOS) -> None:
             image[:, : width // 2] = 255
             mask = np.zeros((height, width), np.uint8)
             mask[height // 4 :, width // 4 : 3 * width // 4] = 255
-            decoded = decode_pair(_png(image), _png(mask))
+            decoded = decode_pair(png_bytes(image), png_bytes(mask))
             writer.write(to_example(example_id, decoded).SerializeToString())
 
 
@@ -145,7 +138,7 @@ def _train(tmp_path, **settings) -> tfx.components.FnArgs:
 
 def _served_mask(export_dir: str, photo: np.ndarray) -> np.ndarray:
     served = tf.saved_model.load(export_dir).signatures[defaults.SIGNATURE_BYTES]
-    return served(images=tf.constant([_png(photo)]))[defaults.OUTPUT_MASK].numpy()[0]
+    return served(images=tf.constant([png_bytes(photo)]))[defaults.OUTPUT_MASK].numpy()[0]
 
 
 def test_trainer_trains_both_orientations_and_exports_the_fixed_size_model(tmp_path, monkeypatch):
