@@ -1,8 +1,12 @@
 """Settings come from defaults, TOML files with bases, and flags, in that order."""
 
 import argparse
+import logging
 
+import apache_beam as beam
 import pytest
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from apache_beam.testing.util import assert_that, equal_to
 
 from tfx_pipeline import config as config_lib
 
@@ -81,3 +85,13 @@ def test_the_runner_says_what_is_wrong_in_one_line(tmp_path, capsys):
         assert exit_.value.code == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, argv
+
+
+def test_local_beam_runs_in_process_without_fetching_prism(caplog):
+    """Beam's DirectRunner downloads the Prism runner at run time unless told otherwise."""
+    caplog.set_level(logging.INFO)
+    with beam.Pipeline(argv=config_lib.LOCAL_BEAM_ARGS) as pipeline:
+        total = pipeline | beam.Create([1, 2, 3]) | beam.CombineGlobally(sum)
+        assert_that(total, equal_to([6]))
+    assert isinstance(pipeline.runner, FnApiRunner)
+    assert "prism" not in caplog.text.lower()

@@ -21,9 +21,15 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-# Beam on one machine: TFX 1.21's DirectRunner otherwise hands work to the
-# multi-process Prism runner, which is slow to start and fragile on 2 cores.
-LOCAL_BEAM_ARGS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
+# Beam on one machine, in process.  Beam 2.77's DirectRunner first tries the
+# Prism runner, which it downloads from GitHub at run time (a binary nobody
+# pinned, or a failed fetch offline) and which ignores the two direct options;
+# naming the FnApiRunner, where it falls back to anyway, skips that.
+LOCAL_BEAM_ARGS = [
+    "--runner=FnApiRunner",
+    "--direct_running_mode=in_memory",
+    "--direct_num_workers=1",
+]
 
 LR_SCHEDULES = ("plateau", "cosine")
 
