@@ -1,8 +1,11 @@
 """The pipeline's own INFO lines reach the log even after TFX's imports."""
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
+
+from tfx_pipeline.logs import FoldTfxDumps
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,3 +30,26 @@ def test_info_lines_show_after_the_heavy_imports():
     assert proc.returncode == 0, proc.stderr
     assert "INFO components.trainer_module: warm start line" in proc.stderr
     assert "INFO absl: after the export" in proc.stderr
+
+
+def _record(pathname: str, message: str, level: int = logging.INFO) -> logging.LogRecord:
+    return logging.LogRecord("absl", level, pathname, 1, message, None, None)
+
+
+def test_tfx_proto_dumps_are_folded_to_their_first_line():
+    dump = "Running launcher for node_info {\n" + "  field: 1\n" * 120 + "}"
+    tfx_file = "/env/site-packages/tfx/orchestration/portable/launcher.py"
+    record = _record(tfx_file, dump)
+    assert FoldTfxDumps().filter(record)
+    assert record.getMessage() == (
+        "Running launcher for node_info { [121 more lines: --verbose shows them]"
+    )
+    # The project's own messages, TFX's short ones and its warnings stay whole.
+    for record in (
+        _record(str(REPO / "components" / "trainer_module.py"), dump),
+        _record(tfx_file, "Component Trainer is running.\nsecond line"),
+        _record(tfx_file, dump, logging.WARNING),
+    ):
+        message = record.getMessage()
+        FoldTfxDumps().filter(record)
+        assert record.getMessage() == message

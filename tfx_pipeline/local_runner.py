@@ -74,12 +74,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     config_lib.add_arguments(parser)
     parser.add_argument("--no-cache", action="store_true", help="rerun every component")
+    parser.add_argument(
+        "--verbose", action="store_true", help="log TFX's inputs and outputs in full"
+    )
     args = parser.parse_args(argv)
     try:
         config = check_local_paths(absolute_paths(config_lib.from_args(args)))
     except ValueError as error:
         parser.error(str(error))
-    configure_logging()
+    configure_logging(verbose=args.verbose)
     run(config, enable_cache=not args.no_cache)
     return 0
 
