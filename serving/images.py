@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from typing import Union
 
 import numpy as np
@@ -22,6 +23,17 @@ MAX_SIDE = 1024
 MIN_SEND_SIDE = 256  # never send less, whatever the model's input
 JPEG_QUALITY = 90
 _KEEP_ICC_MODES = {"RGB", "RGBA"}
+
+
+def allow_pixels(limit: int) -> None:
+    """Lets Pillow open photos of up to ``limit`` pixels, quietly; larger ones stay refused.
+
+    Pillow warns above ``MAX_IMAGE_PIXELS`` (89 MP) and refuses above twice that
+    as a possible decompression bomb, but phones shoot 200 MP.  This changes
+    Pillow's process-wide setting, so applications call it, not the library.
+    """
+    Image.MAX_IMAGE_PIXELS = limit // 2
+    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
 
 
 class InvalidImage(ValueError):

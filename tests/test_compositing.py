@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 
 import numpy as np
 import pytest
@@ -163,3 +164,18 @@ def test_large_photo_is_downscaled_for_the_wire_only():
 def test_unreadable_bytes_raise_invalid_image():
     with pytest.raises(images.InvalidImage, match="not a readable image"):
         images.load(b"definitely not a photo")
+
+
+def test_allow_pixels_opens_photos_pillow_would_refuse_and_no_larger(monkeypatch):
+    """Pillow refuses photos over twice MAX_IMAGE_PIXELS; phones shoot more than its default."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # refused above 2000 pixels
+    phone = _encoded(Image.new("RGB", (60, 50), (1, 2, 3)), "PNG")  # 3000 pixels
+    with pytest.raises(images.InvalidImage, match="decompression bomb"):
+        images.load(phone)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        images.allow_pixels(4000)
+        assert images.load(phone).size == (60, 50)
+        assert not [w for w in caught if w.category is Image.DecompressionBombWarning]
+        with pytest.raises(images.InvalidImage, match="decompression bomb"):
+            images.load(_encoded(Image.new("RGB", (80, 60)), "PNG"))  # 4800 pixels
