@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 
 import tensorflow as tf
 
+from serving import defaults
+
 IMAGES_DIR = "images"
 MASKS_DIR = "masks"
 CSV_NAME = "df.csv"
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+IMAGE_EXTENSIONS = defaults.PHOTO_EXTENSIONS
 TRAIN, EVAL = "train", "eval"
 SPLITS = (TRAIN, EVAL)
 

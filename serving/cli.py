@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import os
 import re
+import signal
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -24,11 +26,12 @@ if TYPE_CHECKING:
     from serving.client import BackgroundRemover
     from serving.compositing import Background
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 DEFAULT_SUFFIX = ".nobg"
 STDIO = "-"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+# Write errors that every later photo would meet too: the batch stops.
+_DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 # Targets gRPC resolves itself (https://grpc.github.io/grpc/core/md_doc_naming.html).
 GRPC_SCHEMES = ("dns:", "unix:", "unix-abstract:", "ipv4:", "ipv6:")
 
@@ -44,11 +47,20 @@ REMOVE_EPILOG = f"""outputs:
   -o DIR                 DIR/<relative path>/<stem>.png (or --format);
                          several folders: DIR/<folder>/<relative path>/<stem>.png
   -                      read the photo from stdin, write the result to stdout
-Existing outputs are skipped unless --overwrite.  JPEG cannot hold transparency:
-use -b white (or another background) or --mask-only for .jpg outputs.
+Two photos with one output name (photo.jpg and photo.png, or IMG_0001.JPG from
+several folders into one -o) keep their whole name: photo.png.nobg.png, then a
+number: IMG_0001.JPG-2.png.  Existing outputs are skipped unless --overwrite.
+JPEG cannot hold transparency: use -b white (or another background) or
+--mask-only for .jpg outputs.  Animations and multi-page files give their first
+frame, and say so.
 
-exit status: 0 all done, 1 some photos failed (listed at the end) or none found,
-             2 usage error or model server unreachable.
+folders are searched for: {" ".join(defaults.PHOTO_EXTENSIONS)}
+(any letter case); a file whose name starts with - is given after --.
+
+exit status: 0 all done, 1 some photos failed (listed at the end), none found or
+             the disk filled up (the rest are counted as not attempted),
+             2 usage error or model server unreachable, 130/143 interrupted
+             (Ctrl-C/SIGTERM: photos being written finish, none is left half-written).
 
 examples:
   bgremove remove photo.jpg                       photo.nobg.png, transparent
@@ -83,7 +95,8 @@ class Summary:
     processed: list[Task] = field(default_factory=list)
     skipped: list[Task] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
-    not_attempted: int = 0  # left when the server went away
+    not_attempted: int = 0  # left when the server or the disk went away
+    notes: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _server_options() -> argparse.ArgumentParser:
@@ -142,7 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
         "default: soft edges",
     )
     remove.add_argument(
-        "--feather", type=float, default=0.0, metavar="PX", help="blur the mask edge by PX"
+        "--feather",
+        type=float,
+        default=0.0,
+        metavar="PX",
+        help="blur the mask edge by PX (default: 0, the model's own soft edge)",
     )
     remove.add_argument(
         "--format",
@@ -264,14 +281,28 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help or an argparse usage error
         return int(exit_.code or 0)
+    # SIGTERM (kill, timeout) stops like Ctrl-C: photos being written finish or
+    # vanish, none is left half-written.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         return args.run(args)
     except UsageError as err:
         print(f"bgremove: error: {err}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         print("bgremove: interrupted", file=sys.stderr)
-        return 130
+        return 128 + getattr(interrupt, "signum", signal.SIGINT)
+
+
+class _Terminated(KeyboardInterrupt):
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise _Terminated(signum)
 
 
 def _check_server(address: str) -> None:
@@ -320,18 +351,33 @@ def run_status(args: argparse.Namespace) -> int:
 def _format_of(path: Path) -> str:
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
-        raise UsageError(f"{path}: unknown output extension; use one of {', '.join(FORMATS)}")
+        folder = f"; to write into a folder, end it with /: {path}/" if not path.suffix else ""
+        raise UsageError(
+            f"{path}: unknown output extension; use one of {', '.join(FORMATS)}{folder}"
+        )
     return fmt
 
 
-def _find_images(folder: Path, exclude: Path | None) -> list[Path]:
-    found = []
-    for path in sorted(folder.rglob("*")):
-        if exclude is not None and path.resolve().is_relative_to(exclude):
+def _find_images(folder: Path, exclude: Path | None) -> tuple[list[Path], list[Path]]:
+    """Photos under ``folder``, through linked folders too (each real folder once), and
+    links that lead nowhere."""
+    found, broken, visited = [], [], set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in visited or (exclude is not None and Path(real).is_relative_to(exclude)):
+            dirs[:] = []
             continue
-        if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
-            found.append(path)
-    return found
+        visited.add(real)
+        dirs.sort()
+        for name in sorted(files + [d for d in dirs if not os.path.exists(os.path.join(root, d))]):
+            path = Path(root, name)
+            if path.suffix.lower() not in defaults.PHOTO_EXTENSIONS:
+                continue
+            if path.is_file():
+                found.append(path)
+            elif path.is_symlink() and not path.exists():
+                broken.append(path)
+    return sorted(found), broken
 
 
 def plan(args: argparse.Namespace) -> tuple[list[Task], list[tuple[str, str]]]:
@@ -378,9 +424,11 @@ def plan(args: argparse.Namespace) -> tuple[list[Task], list[tuple[str, str]]]:
                     f"-o {output}: it holds the input folder {name}, whose photos would be "
                     "taken for outputs; write to another folder"
                 )
-            for path in _find_images(source, exclude):
+            photos, broken = _find_images(source, exclude)
+            for path in photos:
                 rel = path.relative_to(source).with_suffix(suffix)
                 tasks.append(Task(path, target / rel, FORMATS[suffix]))
+            failed.extend((str(path), "a link to nothing") for path in broken)
         elif not source.is_file():
             failed.append((name, "no such file or folder"))
         elif output == STDIO:
@@ -410,15 +458,33 @@ def _same_file(source: Path | str, dest: Path | str) -> bool:
 
 
 def _deduplicate(tasks: list[Task]) -> list[Task]:
-    """photo.jpg and photo.png in one folder: the second keeps its full name in the output
-    (photo.png.nobg.png beside photo.nobg.png)."""
-    seen: set[Path | str] = set()
+    """Two photos, one output name: a later one keeps its photo's whole name
+    (photo.png.nobg.png beside photo.nobg.png), then a number, until the name is free.
+
+    Names are compared in any letter case, as macOS and Windows file systems do.
+    """
+    seen: set[str] = set()
     for task in tasks:
-        if task.dest in seen and isinstance(task.dest, Path) and isinstance(task.source, Path):
-            ending = task.dest.name.removeprefix(task.source.stem)
-            task.dest = task.dest.with_name(task.source.name + ending)
-        seen.add(task.dest)
+        if isinstance(task.dest, Path) and isinstance(task.source, Path):
+            first, ending = task.dest, task.dest.name.removeprefix(task.source.stem)
+            candidates = (
+                first.with_name(name)
+                for name in (
+                    first.name,
+                    task.source.name + ending,
+                    *(f"{task.source.name}-{n}{ending}" for n in range(2, len(tasks) + 2)),
+                )
+            )
+            task.dest = next(c for c in candidates if str(c).casefold() not in seen)
+        seen.add(str(task.dest).casefold())
     return tasks
+
+
+class WriteError(OSError):
+    """An output that could not be written, named by its final path."""
+
+    def __str__(self) -> str:  # the message alone, without "[Errno 28]"
+        return self.strerror or super().__str__()
 
 
 def _save(image: Image.Image, task: Task) -> None:
@@ -427,11 +493,17 @@ def _save(image: Image.Image, task: Task) -> None:
     options = {"JPEG": {"quality": 95}, "WEBP": {"quality": 90}}.get(task.fmt, {})
     if task.fmt == "WEBP" and image.mode == "L":  # a mask: lossy WebP would blur its levels
         options = {"lossless": True}
+    # Pillow's JPEG and WebP writers embed a colour profile only when asked.
+    for key in ("icc_profile", "dpi"):
+        if image.info.get(key):
+            options[key] = image.info[key]
     if task.dest == STDIO:
         buffer = io.BytesIO()
         image.save(buffer, task.fmt, **options)
-        sys.stdout.buffer.write(buffer.getvalue())
-        sys.stdout.buffer.flush()
+        try:
+            _write_all(sys.stdout.buffer, memoryview(buffer.getvalue()))
+        except OSError as err:
+            raise WriteError(err.errno, f"cannot write to stdout: {err.strerror or err}") from err
         return
     dest = Path(task.dest)
     partial = dest.with_name(f".{dest.name}.part")
@@ -440,10 +512,20 @@ def _save(image: Image.Image, task: Task) -> None:
         image.save(partial, task.fmt, **options)
         os.replace(partial, dest)
     except OSError as err:  # the temporary name would only confuse
-        raise OSError(f"cannot write {dest}: {err.strerror or err}") from err
+        raise WriteError(err.errno, f"cannot write {dest}: {err.strerror or err}") from err
     finally:
         with contextlib.suppress(OSError):
             partial.unlink(missing_ok=True)
+
+
+def _write_all(stream, data: memoryview) -> None:
+    """A full disk cuts a write short without an error: the rest of it raises one."""
+    while data:
+        written = stream.write(data)
+        if not written:
+            raise OSError(errno.EIO, "the output took no more bytes")
+        data = data[written:]
+    stream.flush()
 
 
 def _process(
@@ -451,8 +533,9 @@ def _process(
     remover: BackgroundRemover,
     background: Background,
     args: argparse.Namespace,
-) -> None:
-    from serving import compositing
+) -> str | None:
+    """Writes the task's output; returns a note for the summary, if any."""
+    from serving import compositing, images
 
     source = sys.stdin.buffer.read() if task.source == STDIO else task.source
     with _BIG_PHOTOS if _pixels(source) > BIG_PHOTO_PIXELS else contextlib.nullcontext():
@@ -462,6 +545,8 @@ def _process(
         else:
             result = remover.remove(source, background, args.threshold, args.feather)
         _save(result, task)
+    frames = images.frames(source)
+    return f"the first of its {frames} frames only" if frames > 1 else None
 
 
 def _pixels(source: Path | str | bytes) -> int:
@@ -492,12 +577,20 @@ def _check_options(args: argparse.Namespace) -> Background:
         raise UsageError(str(err)) from None
 
 
+def _check_terminal(tasks: list[Task]) -> None:
+    if any(t.dest == STDIO for t in tasks) and sys.stdout.isatty():
+        raise UsageError(
+            "the result is image data, not text: redirect stdout (> out.png) or use -o FILE"
+        )
+
+
 def run_remove(args: argparse.Namespace) -> int:
     from serving import images
 
     images.allow_pixels(MAX_PHOTO_PIXELS)
     background = _check_options(args)
     tasks, failed = plan(args)
+    _check_terminal(tasks)
     transparent = not args.mask_only and not background.opaque
     if transparent and any(t.fmt == "JPEG" for t in tasks):
         raise UsageError(
@@ -513,12 +606,19 @@ def run_remove(args: argparse.Namespace) -> int:
         print("bgremove: no images found in " + " ".join(args.inputs), file=sys.stderr)
         return EXIT_FAILED
 
-    with _remover(args) as remover:
-        fatal = _run_all(todo, remover, background, args, summary)
+    try:
+        with _remover(args) as remover:
+            fatal = _run_all(todo, remover, background, args, summary)
+    except KeyboardInterrupt:
+        summary.not_attempted = len(todo) - len(summary.processed) - len(summary.failed)
+        _print_summary(summary, stdout_used=False)
+        raise
     if fatal is not None:
         if summary.processed or summary.failed:  # else the error alone says it all
             summary.not_attempted = len(todo) - len(summary.processed) - len(summary.failed)
             _print_summary(summary, stdout_used=False)
+        if isinstance(fatal, WriteError):  # listed with the photo it failed on
+            return EXIT_FAILED
         print(f"bgremove: error: {fatal}", file=sys.stderr)
         return EXIT_USAGE
     _print_summary(summary, stdout_used=any(t.dest == STDIO for t in tasks))
@@ -558,20 +658,29 @@ def _run_all(
                     continue
                 bar.update()
                 try:
-                    future.result()
+                    note = future.result()
                 except (ServerUnavailable, ModelNotFound) as err:
                     fatal = fatal or err
-                    for pending in futures:
-                        pending.cancel()
+                    _cancel(futures)
                 except Exception as err:  # one bad photo never stops the batch
                     summary.failed.append((str(task.source), _one_line(err)))
+                    if isinstance(err, WriteError) and err.errno in _DISK_ERRORS:
+                        fatal = fatal or err  # but a full disk fails every later one too
+                        _cancel(futures)
                 else:
                     summary.processed.append(task)
+                    if note:
+                        summary.notes.append((str(task.source), note))
         except KeyboardInterrupt:
             # Ctrl-C: drop the queued photos instead of waiting for all of them.
             pool.shutdown(wait=False, cancel_futures=True)
             raise
     return fatal
+
+
+def _cancel(futures: dict) -> None:
+    for pending in futures:
+        pending.cancel()
 
 
 def _one_line(err: Exception) -> str:
@@ -591,11 +700,14 @@ def _print_summary(summary: Summary, stdout_used: bool) -> None:
     alone = not (summary.skipped or summary.failed or summary.not_attempted)
     if len(summary.processed) == 1 and alone:
         task = summary.processed[0]
-        print(f"{task.source} -> {task.dest}", file=sys.stderr)
+        note = f" ({summary.notes[0][1]})" if summary.notes else ""
+        print(f"{task.source} -> {task.dest}{note}", file=sys.stderr)
         return
     print("bgremove: " + ", ".join(parts) + (":" if summary.failed else ""), file=sys.stderr)
     for name, reason in sorted(summary.failed):
         print(f"  {name}: {reason}", file=sys.stderr)
+    for name, note in sorted(summary.notes):
+        print(f"  note: {name}: {note}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ from typing import Union
 
 from PIL import Image, ImageFilter, ImageOps
 
+from serving import defaults, images
+
 BackgroundSpec = Union[str, "os.PathLike[str]", Image.Image]
 
 # Blur and feather radii above this are refused: a larger Gaussian blur crashes Pillow
@@ -45,7 +47,7 @@ def parse_background(spec: BackgroundSpec | Background) -> Background:
     if isinstance(spec, Background):
         return spec
     if isinstance(spec, Image.Image):
-        return Background("image", image=spec.convert("RGB"))
+        return Background("image", image=images.load(spec))
     text = os.fspath(spec)
     lowered = text.strip().lower()
     if lowered == "transparent":
@@ -69,11 +71,14 @@ def parse_background(spec: BackgroundSpec | Background) -> Background:
         return Background("blur", radius=radius)
     path = Path(text)
     if path.is_file():
+        # Upright and flattened onto white like a photo, so a transparent area of the
+        # background shows white, not whatever colour its pixels hold.
         try:
-            with Image.open(path) as image:
-                return Background("image", image=ImageOps.exif_transpose(image).convert("RGB"))
-        except (OSError, ValueError, SyntaxError) as err:
-            raise ValueError(f"background image {text!r} is not readable ({err})") from err
+            return Background("image", image=images.load(path))
+        except images.InvalidImage as err:
+            raise ValueError(f"background image {text!r} is {err}") from err
+    if path.suffix.lower() in defaults.PHOTO_EXTENSIONS or os.sep in text:
+        raise ValueError(f"background image {text!r}: no such file")
     raise ValueError(f"unknown background {text!r}: use {BACKGROUND_HELP}")
 
 
@@ -138,7 +143,7 @@ def composite(
         else:
             behind = ImageOps.fit(choice.image, photo.size, Image.Resampling.LANCZOS)
         result = Image.composite(photo, behind, alpha)
-    icc = photo.info.get("icc_profile")
-    if icc:
-        result.info["icc_profile"] = icc
+    for key in ("icc_profile", "dpi"):  # the photo's colour space and print size
+        if photo.info.get(key):
+            result.info[key] = photo.info[key]
     return result

@@ -17,3 +17,9 @@ MAX_PHOTOS_PER_REQUEST = 8
 # Largest photo the exported model decodes (width x height from its header): a 48-megapixel
 # phone photo passes, a small file claiming a huge size is refused before it is decoded.
 MAX_PHOTO_PIXELS = 50_000_000
+# Photo files folders are searched for (the CLI) and ingested (the pipeline): what
+# Pillow reads, with pillow-heif for iPhones' HEIC.
+PHOTO_EXTENSIONS = (
+    ".jpg", ".jpeg", ".jfif", ".png", ".webp", ".avif", ".heic", ".heif",
+    ".bmp", ".gif", ".tif", ".tiff",
+)  # fmt: skip

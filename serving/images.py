@@ -13,9 +13,15 @@ import warnings
 from typing import Union
 
 import numpy as np
+import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-ImageSource = Union[str, "os.PathLike[str]", bytes, Image.Image]
+from serving.errors import BackgroundRemoverError
+
+# HEIC/HEIF is what iPhones shoot; Pillow reads AVIF itself.
+pillow_heif.register_heif_opener()
+
+ImageSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, Image.Image, np.ndarray]
 
 # Photos whose longest side exceeds this are downscaled before sending: the model
 # works at a few hundred pixels at most, so more only costs bandwidth and decoding.
@@ -36,14 +42,26 @@ def allow_pixels(limit: int) -> None:
     warnings.simplefilter("ignore", Image.DecompressionBombWarning)
 
 
-class InvalidImage(ValueError):
+class InvalidImage(BackgroundRemoverError, ValueError):
     """The input is not a readable image."""
 
 
 def load(source: ImageSource) -> Image.Image:
-    """Opens a path, encoded bytes or PIL image as upright 8-bit RGB at full resolution."""
+    """Opens a path, encoded bytes, PIL image or RGB array as upright 8-bit RGB at full size.
+
+    An animation or a multi-page file gives its first frame (``frames`` says how many).
+    """
     if isinstance(source, Image.Image):
         return _upright_rgb(source)
+    if isinstance(source, np.ndarray):
+        return _from_array(source)
+    if isinstance(source, (bytearray, memoryview)):
+        source = bytes(source)
+    if not isinstance(source, (str, bytes, os.PathLike)) and not hasattr(source, "read"):
+        raise TypeError(
+            "a photo is a path, encoded bytes, a file object, a PIL image or an RGB array, "
+            f"not {type(source).__name__}"
+        )
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
             image.load()
@@ -58,6 +76,35 @@ def load(source: ImageSource) -> Image.Image:
         # Pillow's own words name a BytesIO object for bytes: the format says enough.
         reason = "unknown image format" if isinstance(err, UnidentifiedImageError) else err
         raise InvalidImage(f"not a readable image ({reason})") from err
+
+
+def frames(source: ImageSource) -> int:
+    """How many frames or pages the file holds (1 if it cannot tell)."""
+    if isinstance(source, Image.Image):
+        return getattr(source, "n_frames", 1)
+    if not isinstance(source, (str, bytes, bytearray, memoryview, os.PathLike)):
+        return 1  # an array is one frame, and a file object is not read twice
+    try:
+        encoded = isinstance(source, (bytes, bytearray, memoryview))
+        data = io.BytesIO(bytes(source)) if encoded else source
+        with Image.open(data) as image:
+            return getattr(image, "n_frames", 1)
+    except Exception:  # an unreadable file fails properly when it is loaded
+        return 1
+
+
+def _from_array(array: np.ndarray) -> Image.Image:
+    """uint8 RGB, RGBA or gray pixels, as Image.fromarray reads them (OpenCV's BGR is not)."""
+    if (
+        array.dtype != np.uint8
+        or array.ndim not in (2, 3)
+        or (array.ndim == 3 and array.shape[2] not in (3, 4))
+    ):
+        raise InvalidImage(
+            f"an array photo must be uint8 of shape (H, W), (H, W, 3) or (H, W, 4), "
+            f"got {array.dtype} {array.shape}"
+        )
+    return to_rgb(Image.fromarray(np.ascontiguousarray(array)))
 
 
 def _upright_rgb(image: Image.Image) -> Image.Image:
@@ -90,6 +137,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
         rgb = image.convert("RGB") if mode != "RGB" else image.copy()
     icc = image.info.get("icc_profile")
     rgb.info = {"icc_profile": icc} if icc and mode in _KEEP_ICC_MODES else {}
+    if image.info.get("dpi"):
+        rgb.info["dpi"] = image.info["dpi"]
     return rgb
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import socket
 import subprocess
 import sys
@@ -270,3 +271,134 @@ def test_photos_over_20_megapixels_go_two_at_a_time(tmp_path, monkeypatch):
     monkeypatch.setattr(cli, "BIG_PHOTO_PIXELS", 10_000)
     assert cli.main(["remove", str(photos), "-o", str(tmp_path / "out2"), "-j", "4"]) == 0
     assert peak[0] > 2  # small photos go as many at once as --jobs
+
+
+def test_same_named_photos_from_several_folders_all_keep_an_output(server, tmp_path):
+    sources = [
+        _write(tmp_path / f"cam{n}" / "IMG_0001.JPG", encode_image(8 + n, 8)) for n in range(3)
+    ]
+    out = tmp_path / "out"
+    args = ["remove", *map(str, sources), "-o", f"{out}/", "--server", server, "-j", "3"]
+    assert main(args) == 0
+    widths = sorted(Image.open(p).width for p in out.glob("*.png"))
+    assert widths == [8, 9, 10]  # none overwrote another
+    assert not list(out.glob(".*.part"))
+
+
+def test_folders_search_linked_folders_and_report_broken_links(server, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    _write(tmp_path / "elsewhere" / "b.png", encode_image(9, 9, "PNG"))
+    _write(photos / "a.png", encode_image(8, 8, "PNG"))
+    (photos / "linked").symlink_to(tmp_path / "elsewhere")
+    (photos / "loop").symlink_to(photos)  # searched once, not forever
+    (photos / "gone.jpg").symlink_to(tmp_path / "deleted.jpg")
+    Image.open(io.BytesIO(encode_image(12, 10))).save(photos / "iphone.heic")
+    Image.open(io.BytesIO(encode_image(14, 10))).save(photos / "web.avif")
+    out = tmp_path / "out"
+
+    assert main(["remove", str(photos), "-o", str(out), "--server", server]) == 1
+    sizes = {str(p.relative_to(out)): Image.open(p).size for p in out.rglob("*.png")}
+    assert sizes == {
+        "a.png": (8, 8),
+        "linked/b.png": (9, 9),
+        "iphone.png": (12, 10),
+        "web.png": (14, 10),
+    }
+    err = capsys.readouterr().err
+    assert "4 processed, 1 failed" in err and "gone.jpg: a link to nothing" in err
+
+
+def test_animations_use_their_first_frame_and_say_so(server, tmp_path, capsys):
+    frames = [Image.open(io.BytesIO(encode_image(10, 8, seed=n))) for n in range(3)]
+    anim = tmp_path / "anim.gif"
+    frames[0].save(anim, save_all=True, append_images=frames[1:])
+    assert main(["remove", str(anim), "--server", server]) == 0
+    assert "(the first of its 3 frames only)" in capsys.readouterr().err
+    assert Image.open(tmp_path / "anim.nobg.png").size == (10, 8)
+
+
+def test_colour_profile_and_dpi_reach_every_output_format(server, tmp_path):
+    from PIL import ImageCms
+
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
+    photo = tmp_path / "p.jpg"
+    Image.open(io.BytesIO(encode_image(12, 10))).save(photo, icc_profile=profile, dpi=(300, 300))
+    for name in ("out.jpg", "out.webp", "out.png"):
+        assert (
+            main(
+                ["remove", str(photo), "-o", str(tmp_path / name), "-b", "white"]
+                + ["--server", server]
+            )
+            == 0
+        )
+        written = Image.open(tmp_path / name)
+        assert written.info.get("icc_profile") == profile, name
+    assert Image.open(tmp_path / "out.jpg").info["dpi"] == (300, 300)
+
+
+def test_a_full_disk_stops_the_batch_after_one_photo(server, tmp_path, capsys, monkeypatch):
+    import errno
+
+    from serving import cli
+
+    photos = tmp_path / "photos"
+    for n in range(6):
+        _write(photos / f"p{n}.png", encode_image(8, 8, "PNG", seed=n))
+
+    def full(image, task):
+        raise cli.WriteError(errno.ENOSPC, f"cannot write {task.dest}: No space left on device")
+
+    monkeypatch.setattr(cli, "_save", full)
+    code = main(["remove", str(photos), "-o", str(tmp_path / "out"), "--server", server, "-j", "1"])
+    err = capsys.readouterr().err
+    assert code == 1
+    # The one worker may have taken the next photo before the first failure was seen.
+    assert re.search(r"0 processed, (1 failed, 5|2 failed, 4) not attempted", err), err
+    assert err.strip().splitlines()[-1].endswith("No space left on device")
+
+
+def test_stdout_that_takes_no_more_bytes_is_an_error_not_a_cut_file(server):
+    with open("/dev/full", "wb") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "serving.cli", "remove", "-", "--server", server],
+            input=encode_image(16, 16),
+            stdout=full,
+            stderr=subprocess.PIPE,
+            cwd=REPO,
+            timeout=120,
+        )
+    assert done.returncode == 1
+    assert "cannot write to stdout: No space left on device" in done.stderr.decode()
+
+
+def test_sigterm_stops_like_ctrl_c_and_counts_what_is_left(server, tmp_path):
+    photos = tmp_path / "photos"
+    for n in range(300):
+        _write(photos / f"p{n:03}.png", encode_image(8, 8, "PNG", seed=n))
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "serving.cli", "remove", str(photos), "-o", str(out)]
+        + ["--server", server, "-j", "2"],
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 60
+    while not list(out.glob("*.png")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.terminate()
+    err = proc.communicate(timeout=60)[1].decode()
+    assert proc.returncode == 143, err
+    assert "not attempted" in err and err.strip().endswith("bgremove: interrupted")
+    assert not list(out.glob(".*.part"))
+    assert all(Image.open(p).size == (8, 8) for p in out.glob("*.png"))  # none half-written
+
+
+def test_output_and_background_mistakes_say_what_to_do(tmp_path, capsys, monkeypatch):
+    photo = _write(tmp_path / "p.jpg", encode_image(8, 8))
+    assert main(["remove", str(photo), "-o", str(tmp_path / "cutouts"), "--server", "x:1"]) == 2
+    assert f"end it with /: {tmp_path / 'cutouts'}/" in capsys.readouterr().err
+    assert main(["remove", str(photo), "-b", "nosuch.jpg", "--server", "x:1"]) == 2
+    assert "background image 'nosuch.jpg': no such file" in capsys.readouterr().err
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    assert main(["remove", str(photo), "-o", "-", "--server", "x:1"]) == 2
+    assert "redirect stdout" in capsys.readouterr().err

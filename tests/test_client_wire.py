@@ -333,3 +333,25 @@ def test_many_photos_go_in_requests_a_batching_server_accepts(server, monkeypatc
         masks = remover.masks(photos)
     assert sizes == [8, 8, 4]
     assert [m.size for m in masks] == [p.size for p in photos]  # in order
+
+
+def test_the_api_takes_arrays_and_buffers_and_refuses_the_rest_plainly(server):
+    from serving.client import BackgroundRemoverError, InvalidImage
+
+    pixels = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    remover = BackgroundRemover(server, max_side=64)
+    with remover:
+        assert remover.mask(pixels).size == (30, 20)
+        assert remover.mask(bytearray(_jpeg((12, 8)))).size == (12, 8)
+        assert remover.mask(memoryview(_jpeg((12, 8)))).size == (12, 8)
+        with pytest.raises(InvalidImage, match="uint8"):
+            remover.mask(pixels.astype(np.float32))
+        with pytest.raises(TypeError, match="not NoneType"):
+            remover.mask(None)
+        with pytest.raises(TypeError, match="for one photo use remove"):
+            remover.remove_many("photo.jpg")  # not a list of the letters p, h, o...
+        # One except clause catches every failure the client means to report.
+        with pytest.raises(BackgroundRemoverError, match="not a readable image"):
+            remover.mask(b"not a photo")
+    with pytest.raises(BackgroundRemoverError, match="closed"):
+        remover.mask(pixels)

@@ -179,3 +179,15 @@ def test_allow_pixels_opens_photos_pillow_would_refuse_and_no_larger(monkeypatch
         assert not [w for w in caught if w.category is Image.DecompressionBombWarning]
         with pytest.raises(images.InvalidImage, match="decompression bomb"):
             images.load(_encoded(Image.new("RGB", (80, 60)), "PNG"))  # 4800 pixels
+
+
+def test_a_background_image_is_read_like_a_photo(tmp_path):
+    """Transparent parts show white, not the colour stored under them; EXIF turns it."""
+    clear = tmp_path / "clear.png"
+    Image.new("RGBA", (6, 4), (85, 0, 8, 0)).save(clear)
+    assert compositing.parse_background(str(clear)).image.getpixel((0, 0)) == (255, 255, 255)
+    turned = tmp_path / "turned.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (6, 4), (90, 90, 90)).save(turned, exif=exif)
+    assert compositing.parse_background(str(turned)).image.size == (4, 6)

@@ -518,6 +518,21 @@ def test_photos_are_converted_as_the_client_converts_them():
     assert stored.shape == (H, W, 3) and set(np.unique(stored)) == {128}
 
 
+def test_iphone_heic_photos_are_paired_and_stored_re_encoded(tmp_path):
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    Image.new("RGB", (W, H), (200, 40, 40)).save(data / "images" / "IMG_0001.HEIC")
+    (data / "masks" / "IMG_0001.png").write_bytes(png_bytes(_mask()))
+    listing = pairs.list_pairs([str(data)], "")
+    [pair] = listing.pairs
+    assert pair.id == "IMG_0001"
+    with open(pair.image, "rb") as image, open(pair.mask, "rb") as mask:
+        decoded = decode_pair(image.read(), mask.read())
+    assert decoded.reencoded and Image.open(io.BytesIO(decoded.image)).format == "PNG"
+    assert (decoded.width, decoded.height) == (W, H)
+
+
 @pytest.mark.parametrize("orientation", [5, 6, 7, 8])
 def test_a_mask_drawn_on_the_sideways_grid_turns_with_the_photo(orientation):
     """Labelling tools that ignore EXIF draw on the stored grid; the stored

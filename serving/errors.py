@@ -1,0 +1,5 @@
+"""The client's one error base, apart so that photo loading can raise it too."""
+
+
+class BackgroundRemoverError(RuntimeError):
+    """Base class of every error the client raises on purpose."""
