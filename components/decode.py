@@ -36,6 +36,12 @@ _QUARTER_TURNS = {
 }
 
 
+# A photo flipped or turned upside down by its EXIF tag, with a mask that has no such
+# tag: the mask fits the photo's stored grid as well as its upright one, and is taken as
+# drawn on the upright photo (what EXIF-aware tools show).  Worth a look, so reported.
+FLIP_NOTE = "exif_flip_mask_taken_as_upright"
+
+
 class Rejected(Exception):
     """A pair that cannot be used; ``reason`` is the report's key."""
 
@@ -52,6 +58,7 @@ class Decoded:
     width: int
     foreground_fraction: float
     reencoded: bool
+    note: str = ""  # a report key when the pair is usable but worth a look
 
 
 def decode_pair(image_bytes: bytes, mask_bytes: bytes, max_side: int = 0) -> Decoded:
@@ -61,7 +68,7 @@ def decode_pair(image_bytes: bytes, mask_bytes: bytes, max_side: int = 0) -> Dec
     image, image_format, orientation, (width, height) = _open(
         image_bytes, "unreadable_image", max_side
     )
-    opened = _open(mask_bytes, "unreadable_mask", 0)[0]
+    opened, _, mask_orientation, _ = _open(mask_bytes, "unreadable_mask", 0)
     mask = binarize_mask(opened)
     mask = _follow_photo_rotation(mask, orientation, width, height)
     _check_aspect(mask.shape, width, height)
@@ -88,6 +95,7 @@ def decode_pair(image_bytes: bytes, mask_bytes: bytes, max_side: int = 0) -> Dec
         width=size[0],
         foreground_fraction=float(mask.mean()),
         reencoded=not keep,
+        note=FLIP_NOTE if orientation in (2, 3, 4) and mask_orientation in (0, 1) else "",
     )
 
 

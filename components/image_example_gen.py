@@ -117,6 +117,8 @@ class DecodePairFn(beam.DoFn):
         example = to_example(pair.id, decoded).SerializeToString()
         yield beam.pvalue.TaggedOutput(split, example)
         yield report_lib.usable(split, decoded.foreground_fraction, pair.folder)
+        if decoded.note:
+            yield report_lib.noted(decoded.note, pair.name)
 
 
 def _read(path: str) -> bytes:
@@ -196,6 +198,13 @@ class Executor(base_beam_executor.BaseBeamExecutor):
 
         report = report_lib.read_report(report_path)
         logging.info("ingestion report (%s): %s", report_path, json.dumps(report))
+        for note, found in report["noted"].items():
+            logging.warning(
+                "ingestion: %d pairs used but worth a look, %s (e.g. %s)",
+                found["count"],
+                note,
+                ", ".join(found["examples"][:3]),
+            )
         report_lib.check_report(report, settings.min_usable_fraction)
 
         examples_utils.set_payload_format(examples, example_gen_pb2.FORMAT_TF_EXAMPLE)

@@ -16,8 +16,9 @@ import tensorflow as tf
 
 REPORT_NAME = "ingestion_report.json"
 EXAMPLES_PER_REASON = 5
-USABLE, SKIPPED = "usable", "skipped"
-# (USABLE, split, (foreground fraction, folder)) or (SKIPPED, reason, name)
+USABLE, SKIPPED, NOTED = "usable", "skipped", "noted"
+# (USABLE, split, (foreground fraction, folder)), (SKIPPED, reason, name), or
+# (NOTED, note, name) for a usable pair worth a look
 Outcome = tuple[str, str, Any]
 # Files that were never candidates (sidecars, notes, RAW files): listed, but they do not
 # count against min_usable_fraction.
@@ -36,11 +37,23 @@ def skipped(reason: str, name: str) -> Outcome:
     return (SKIPPED, reason, name)
 
 
+def noted(note: str, name: str) -> Outcome:
+    return (NOTED, note, name)
+
+
 class CountOutcomes(beam.CombineFn):
     """Counts per split, folder and reason, mean foreground per split, a few names per reason."""
 
     def create_accumulator(self) -> dict[str, dict]:
-        return {"splits": {}, "folders": {}, "foreground": {}, "skipped": {}, "examples": {}}
+        return {
+            "splits": {},
+            "folders": {},
+            "foreground": {},
+            "skipped": {},
+            "examples": {},
+            "noted": {},
+            "noted_examples": {},
+        }
 
     def add_input(self, acc: dict[str, dict], outcome: Outcome) -> dict[str, dict]:
         kind, key, value = outcome
@@ -50,8 +63,11 @@ class CountOutcomes(beam.CombineFn):
             acc["folders"][folder] = acc["folders"].get(folder, 0) + 1
             acc["foreground"][key] = acc["foreground"].get(key, 0.0) + float(foreground)
         else:
-            acc["skipped"][key] = acc["skipped"].get(key, 0) + 1
-            names = acc["examples"].setdefault(key, [])
+            counts, examples = (
+                ("skipped", "examples") if kind == SKIPPED else ("noted", "noted_examples")
+            )
+            acc[counts][key] = acc[counts].get(key, 0) + 1
+            names = acc[examples].setdefault(key, [])
             names.append(value)
             names.sort()
             del names[EXAMPLES_PER_REASON:]
@@ -60,12 +76,13 @@ class CountOutcomes(beam.CombineFn):
     def merge_accumulators(self, accumulators) -> dict[str, dict]:
         merged = self.create_accumulator()
         for acc in accumulators:
-            for field in ("splits", "folders", "foreground", "skipped"):
+            for field in ("splits", "folders", "foreground", "skipped", "noted"):
                 for key, value in acc[field].items():
                     merged[field][key] = merged[field].get(key, 0) + value
-            for reason, names in acc["examples"].items():
-                kept = sorted(merged["examples"].get(reason, []) + names)
-                merged["examples"][reason] = kept[:EXAMPLES_PER_REASON]
+            for field in ("examples", "noted_examples"):
+                for reason, names in acc[field].items():
+                    kept = sorted(merged[field].get(reason, []) + names)
+                    merged[field][reason] = kept[:EXAMPLES_PER_REASON]
         return merged
 
     def extract_output(self, acc: dict[str, dict]) -> dict[str, dict]:
@@ -100,6 +117,11 @@ def build_report(
         },
         "skipped_by_reason": dict(reasons),
         "skipped_examples": {reason: counts["examples"][reason] for reason, _ in reasons},
+        # Used, but worth a look: key -> {"count", "examples"}.
+        "noted": {
+            note: {"count": count, "examples": counts["noted_examples"][note]}
+            for note, count in sorted(counts.get("noted", {}).items())
+        },
     }
 
 

@@ -16,8 +16,9 @@ from tfx import v1 as tfx
 from tfx.dsl.components.base.base_beam_executor import BaseBeamExecutor
 from tfx.types import artifact_utils, standard_artifacts
 
+from components import ingestion_report as report_lib
 from components import pairs
-from components.decode import Rejected, binarize_mask, decode_pair
+from components.decode import FLIP_NOTE, Rejected, binarize_mask, decode_pair
 from components.image_example_gen import Executor, ImageExampleGen
 from components.ingestion_report import IngestionError, check_report
 from tests.serving_fixtures import png_bytes
@@ -531,6 +532,29 @@ def test_iphone_heic_photos_are_paired_and_stored_re_encoded(tmp_path):
         decoded = decode_pair(image.read(), mask.read())
     assert decoded.reencoded and Image.open(io.BytesIO(decoded.image)).format == "PNG"
     assert (decoded.width, decoded.height) == (W, H)
+
+
+def test_a_flipped_photo_with_an_untagged_mask_is_used_and_reported():
+    """Which grid such a mask was drawn on cannot be told; the report says where to look."""
+    exif = Image.Exif()
+    exif[0x0112] = 3  # shot upside down
+    photo = _jpeg_bytes(_smooth(W, H), exif=exif)
+    mask = png_bytes(_mask())
+    decoded = decode_pair(photo, mask)
+    assert decoded.note == FLIP_NOTE
+    np.testing.assert_array_equal(_pixels(decoded.mask) > 0, _mask() > 0)  # taken as upright
+    tagged = io.BytesIO()  # a mask carrying the same tag turns with the photo: nothing to say
+    Image.fromarray(_mask()).save(tagged, format="PNG", exif=exif)
+    assert decode_pair(photo, tagged.getvalue()).note == ""
+
+    counts = report_lib.CountOutcomes()
+    accs = [counts.create_accumulator() for _ in range(2)]
+    counts.add_input(accs[0], report_lib.usable("train", 0.3))
+    counts.add_input(accs[0], report_lib.noted(FLIP_NOTE, "b.jpg"))
+    counts.add_input(accs[1], report_lib.noted(FLIP_NOTE, "a.jpg"))
+    report = report_lib.build_report(counts.merge_accumulators(accs), pairs.SPLITS, {})
+    assert report["noted"] == {FLIP_NOTE: {"count": 2, "examples": ["a.jpg", "b.jpg"]}}
+    assert report["usable"] == 1 and report["skipped"] == 0
 
 
 @pytest.mark.parametrize("orientation", [5, 6, 7, 8])
