@@ -2,6 +2,7 @@
 
 import argparse
 import logging
+import os
 
 import apache_beam as beam
 import pytest
@@ -78,6 +79,8 @@ def test_the_runner_says_what_is_wrong_in_one_line(tmp_path, capsys):
         ("--epoch", "2"): "unrecognized arguments: --epoch",
         ("--init-model", str(tmp_path)): "no SavedModel there",
         ("--image-width", "100"): "multiples of 16",
+        ("--pipeline-root", "/dev/null/root"): "pipeline_root /dev/null/root: cannot write",
+        ("--data-dir", __file__): "is a file: give the folder that holds images/",
     }
     for argv, message in cases.items():
         with pytest.raises(SystemExit) as exit_:
@@ -95,3 +98,15 @@ def test_local_beam_runs_in_process_without_fetching_prism(caplog):
         assert_that(total, equal_to([6]))
     assert isinstance(pipeline.runner, FnApiRunner)
     assert "prism" not in caplog.text.lower()
+
+
+def test_a_second_run_in_the_same_pipeline_root_is_refused(tmp_path):
+    """Two at once would each be blessed against the same baseline and race to push."""
+    from tfx_pipeline import local_runner
+
+    root = str(tmp_path / "root")
+    in_use = pytest.raises(local_runner.RootInUse, match=f"pid {os.getpid()}.*own PIPELINE_ROOT")
+    with local_runner.only_run_in(root), in_use, local_runner.only_run_in(root):
+        pass
+    with local_runner.only_run_in(root):  # free again once the first has ended
+        pass

@@ -9,10 +9,13 @@ clone can run the whole pipeline in minutes.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import logging
 import os
 import shutil
 import sys
+from collections.abc import Iterator
 
 from tfx import v1 as tfx
 
@@ -52,18 +55,48 @@ def with_sample_data(config: config_lib.PipelineConfig) -> config_lib.PipelineCo
     return config
 
 
+class RootInUse(RuntimeError):
+    """Another run holds the pipeline root."""
+
+
+@contextlib.contextmanager
+def only_run_in(root: str) -> Iterator[None]:
+    """One run per pipeline root at a time.
+
+    Two at once would each find no blessed model (or the same one), both be blessed
+    against it, and the later push, not the better model, would be served.
+    """
+    os.makedirs(root, exist_ok=True)
+    with open(os.path.join(root, ".run.lock"), "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            raise RootInUse(
+                f"another pipeline run ({holder}) is using {root}: wait for it to end, "
+                "or give this run its own PIPELINE_ROOT"
+            ) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"pid {os.getpid()}\n")
+        lock.flush()
+        yield  # the lock goes with the file's closing, or the process's end
+
+
 def run(config: config_lib.PipelineConfig, enable_cache: bool = True) -> None:
-    config = with_sample_data(absolute_paths(config))
-    os.makedirs(config.pipeline_root, exist_ok=True)
-    tfx.orchestration.LocalDagRunner().run(
-        create_pipeline(
-            config,
-            metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
-                config.metadata_sqlite
-            ),
-            enable_cache=enable_cache,
+    config = absolute_paths(config)
+    with only_run_in(config.pipeline_root):
+        config = with_sample_data(config)
+        tfx.orchestration.LocalDagRunner().run(
+            create_pipeline(
+                config,
+                metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+                    config.metadata_sqlite
+                ),
+                enable_cache=enable_cache,
+            )
         )
-    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,7 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         parser.error(str(error))
     configure_logging(verbose=args.verbose)
-    run(config, enable_cache=not args.no_cache)
+    try:
+        run(config, enable_cache=not args.no_cache)
+    except RootInUse as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
     return 0
 
 
@@ -93,7 +129,29 @@ def check_local_paths(config: config_lib.PipelineConfig) -> config_lib.PipelineC
     local = model and not config_lib.is_uri(model)
     if local and not os.path.isfile(os.path.join(model, "saved_model.pb")):
         raise ValueError(f"init_model {model}: no SavedModel there (saved_model.pb)")
+    for name in ("pipeline_root", "serving_dir"):
+        _check_writable(name, getattr(config, name))
+    for folder in config.data_dirs:
+        if not config_lib.is_uri(folder) and os.path.isfile(folder):
+            raise ValueError(
+                f"data folder {folder} is a file: give the folder that holds images/ and masks/"
+            )
     return config
+
+
+def _check_writable(name: str, path: str) -> None:
+    """A read-only place fails now, named by its setting, not in a component's traceback."""
+    if not path or config_lib.is_uri(path):
+        return
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing) or not os.access(existing, os.W_OK):
+        raise ValueError(f"{name} {path}: cannot write there ({existing} is not a writable folder)")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"{name} {path}: cannot write there ({error.strerror})") from None
 
 
 if __name__ == "__main__":
