@@ -20,9 +20,9 @@ USABLE, SKIPPED, NOTED = "usable", "skipped", "noted"
 # (USABLE, split, (foreground fraction, folder)), (SKIPPED, reason, name), or
 # (NOTED, note, name) for a usable pair worth a look
 Outcome = tuple[str, str, Any]
-# Files that were never candidates (sidecars, notes, RAW files): listed, but they do not
-# count against min_usable_fraction.
-NOT_PHOTOS = ("unsupported_extension",)
+# Files that were never candidates (sidecars, notes, RAW files) and masks or df.csv rows
+# without a photo: listed, but they do not count against min_usable_fraction.
+NOT_PHOTOS = ("unsupported_extension", "missing_image")
 
 
 class IngestionError(RuntimeError):

@@ -21,8 +21,10 @@ from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
 from components import preprocessing as pp
+from components import seen_photos
 from components.latency import interleaved_seconds
 from components.losses import iou_counts
+from components.trainer_module import keras_path
 from serving import defaults
 
 Examples = tfx.types.standard_artifacts.Examples
@@ -133,9 +135,11 @@ def score_models(
     threshold: float,
     batch_size: int = 8,
     folders: Sequence[str] = (),
+    left_out: frozenset[str] | set[str] = frozenset(),
 ) -> dict[str, Scores]:
     """Scores each named signature on the same examples in one pass; ``folders``
-    are the id prefixes (pairs.id_prefixes) to score apart as well."""
+    are the id prefixes (pairs.id_prefixes) to score apart as well, and the
+    examples whose ids are ``left_out`` are not scored."""
     accumulators = {name: _Accumulator(folders) for name in signatures}
     ds = tf.data.TFRecordDataset(eval_files, compression_type="GZIP").batch(batch_size)
     spec = {
@@ -150,7 +154,8 @@ def score_models(
         for name, signature in signatures.items():
             preds = _predict_full_resolution(signature, parsed[pp.IMAGE_KEY], threshold)
             for truth, pred, example_id in zip(truths, preds, ids, strict=True):
-                accumulators[name].add(truth, pred, example_id)
+                if example_id not in left_out:
+                    accumulators[name].add(truth, pred, example_id)
     return {name: acc.scores() for name, acc in accumulators.items()}
 
 
@@ -160,6 +165,18 @@ def _by_folder_text(scores: dict[str, Scores]) -> str:
         for name, s in scores.items()
         if s.by_folder
     )
+
+
+def _seen_by(baseline_model: Model | None) -> set[str]:
+    """The baseline's train ids (none for a model trained before they were saved)."""
+    if baseline_model is None:
+        return set()
+    serving_dir = path_utils.serving_model_path(baseline_model.uri)
+    return seen_photos.read(os.path.dirname(keras_path(serving_dir))) or set()
+
+
+def _count_left_out(eval_files: list[str], seen: set[str]) -> int:
+    return sum(1 for i in seen_photos.example_ids(eval_files) if i in seen) if seen else 0
 
 
 @tfx.dsl.components.component
@@ -182,12 +199,27 @@ def IoUEvaluator(  # noqa: N802 - TFX names components like classes
         if artifact is not None
     }
     signatures = {name: m.signatures[defaults.SIGNATURE_BYTES] for name, m in loaded.items()}
-    scores = score_models(eval_files, signatures, threshold, folders=json.loads(folders))
+    seen = _seen_by(baseline_model)
+    scores = score_models(
+        eval_files, signatures, threshold, folders=json.loads(folders), left_out=seen
+    )
+    left_out = _count_left_out(eval_files, seen)
+    if left_out:
+        logging.info(
+            "Left %d eval photos out of the comparison: the baseline trained on them "
+            "(photos added since moved their groups into eval); both models are scored "
+            "on the other %d",
+            left_out,
+            scores["candidate"].images,
+        )
     if baseline_model is not None and min_speedup > 0:
         for name, ms in median_latencies_ms(loaded, LATENCY_RUNS).items():
             scores[name] = replace(scores[name], latency_ms=ms)
     candidate, baseline = scores["candidate"], scores.get("baseline")
     blessed, reason = decide(candidate, baseline, min_iou, min_improvement, min_speedup)
+    if baseline_model is not None and baseline_model.id == model.id:
+        blessed = False  # pushing it again would only add a copy
+        reason = "the candidate is the blessed model itself: training was cached, nothing changed"
     logging.info("IoU gate: %s (%s)", "BLESSED" if blessed else "NOT BLESSED", reason)
     if by_folder := _by_folder_text(scores):
         logging.info("Mean per-image IoU by folder: %s", by_folder)
@@ -211,6 +243,7 @@ def IoUEvaluator(  # noqa: N802 - TFX names components like classes
         "threshold": threshold,
         "candidate": asdict(candidate),
         "baseline": asdict(baseline) if baseline else None,
+        "left_out_seen_by_baseline": left_out,
     }
     tf.io.gfile.makedirs(blessing.uri)
     with tf.io.gfile.GFile(os.path.join(blessing.uri, REPORT_FILE), "w") as f:

@@ -194,28 +194,37 @@ def _normalise(rel: str | None, data_dir: str) -> str | None:
 def _stem_rows(
     files: set[str], prefix: str, listing: Listing
 ) -> list[tuple[str | None, str | None]]:
-    """Pairs images/<stem>.* with masks/<stem>.*; unmatched files become rows with a None."""
-    images = _by_stem(files, IMAGES_DIR, prefix, listing)
-    masks = _by_stem(files, MASKS_DIR, prefix, listing)
-    stems = sorted(set(images) | set(masks))
+    """Pairs images/<stem>.* with masks/<stem>.*; unmatched files become rows with a None.
+
+    A stem with two photos (a.jpg and a.png) or two masks is left out: which one the
+    mask was drawn on cannot be told, and a wrong guess trains on a wrong label.
+    """
+    ambiguous: set[str] = set()
+    images = _by_stem(files, IMAGES_DIR, prefix, listing, ambiguous)
+    masks = _by_stem(files, MASKS_DIR, prefix, listing, ambiguous)
+    stems = sorted((set(images) | set(masks)) - ambiguous)
     return [(images.get(stem), masks.get(stem)) for stem in stems]
 
 
-def _by_stem(files: set[str], folder: str, prefix: str, listing: Listing) -> dict[str, str]:
-    """One file per key in a folder (any letter case, subfolders included); extra
-    same-key files and non-images are skipped."""
-    chosen: dict[str, str] = {}
+def _by_stem(
+    files: set[str], folder: str, prefix: str, listing: Listing, ambiguous: set[str]
+) -> dict[str, str]:
+    """The file of each key in a folder (any letter case, subfolders included); keys
+    with several files are added to ``ambiguous`` and each of their files skipped."""
+    by_key: dict[str, list[str]] = {}
     for rel in sorted(files):
         top, _, name = rel.partition("/")
         if top.lower() != folder or not name:
             continue
         if posixpath.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
             listing.skipped.append(Skip("unsupported_extension", prefix + rel))
-        elif _key(rel) in chosen:
-            listing.skipped.append(Skip("duplicate_id", prefix + rel))
         else:
-            chosen[_key(rel)] = rel
-    return chosen
+            by_key.setdefault(_key(rel), []).append(rel)
+    for key, rels in by_key.items():
+        if len(rels) > 1:
+            ambiguous.add(key)
+            listing.skipped.extend(Skip("duplicate_id", prefix + rel) for rel in rels)
+    return {key: rels[0] for key, rels in by_key.items() if len(rels) == 1}
 
 
 def _key(rel: str) -> str:

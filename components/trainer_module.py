@@ -19,7 +19,7 @@ import tensorflow as tf
 from absl import logging
 from tfx import v1 as tfx
 
-from components import calibration, dataset, inference, losses, pairs, unfolding
+from components import calibration, dataset, inference, losses, pairs, seen_photos, unfolding
 from components.architecture import ARCHITECTURE_KEYS
 from components.export import export_saved_model
 from components.unet import build_configured_unet, with_input_size
@@ -346,6 +346,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     )
     settings, details = _serving_settings(cfg, as_served, photos_as_served)
     inference.save(os.path.dirname(keras_file), settings, **details)
+    seen_photos.write(os.path.dirname(keras_file), seen_photos.example_ids(fn_args.train_files))
     export_saved_model(model, fn_args.serving_model_dir, settings)
     model.save(keras_file)
     shutil.rmtree(best_dir, ignore_errors=True)  # done: a rerun starts afresh

@@ -136,3 +136,39 @@ def test_score_models_against_numpy(tmp_path):
     got = score_models([by_folder], {"candidate": left_half}, 0.5, 2, folders)["candidate"]
     assert got.by_folder == pytest.approx({"big": 0.5, "small": 0.5})
     assert got.mean_iou == pytest.approx(0.5)
+
+    # Photos the baseline trained on (moved into eval by added photos) are left out for all.
+    got = score_models([by_folder], {"candidate": left_half}, 0.5, 2, folders, left_out={"big/c"})[
+        "candidate"
+    ]
+    assert got.images == 2 and got.mean_iou == pytest.approx((1.0 + 0.5) / 2)
+
+
+def test_train_ids_are_kept_beside_the_model_and_read_back(tmp_path):
+    from components import seen_photos
+
+    path = str(tmp_path / "train.gz")
+    with tf.io.TFRecordWriter(path, options="GZIP") as writer:
+        for example_id in ("v2_0001", "v1_0001"):
+            writer.write(
+                _example(np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4), np.uint8), example_id)
+            )
+    ids = seen_photos.example_ids([str(tmp_path / "*.gz")])
+    assert ids == ["v1_0001", "v2_0001"]
+    seen_photos.write(str(tmp_path), ids)
+    assert seen_photos.read(str(tmp_path)) == {"v1_0001", "v2_0001"}
+    assert seen_photos.read(str(tmp_path / "older-model")) is None
+
+
+def test_the_gate_reads_the_baselines_train_ids_from_its_artifact(tmp_path):
+    from tfx.types import standard_artifacts
+
+    from components import iou_evaluator, seen_photos
+
+    baseline = standard_artifacts.Model()
+    baseline.uri = str(tmp_path / "model" / "7")
+    assert iou_evaluator._seen_by(baseline) == set()  # trained before ids were saved
+    (tmp_path / "model" / "7" / "keras").mkdir(parents=True)
+    seen_photos.write(str(tmp_path / "model" / "7" / "keras"), ["v1_0001"])
+    assert iou_evaluator._seen_by(baseline) == {"v1_0001"}
+    assert iou_evaluator._seen_by(None) == set()

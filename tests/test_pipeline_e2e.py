@@ -113,6 +113,8 @@ def test_pipeline_pushes_only_better_models(tmp_path):
             first_eval["candidate"]["foreground_iou"], abs=1e-6
         )
         assert _versions(tmp_path / "serving") == [v1]
+        # Same data: no eval photo was in the baseline's train split.
+        assert second_eval["left_out_seen_by_baseline"] == 0
 
         # Warm-started from the blessed model and trained longer: better, pushed higher.
         local_runner.run(
