@@ -36,10 +36,11 @@ _QUARTER_TURNS = {
 }
 
 
-# A photo flipped or turned upside down by its EXIF tag, with a mask that has no such
-# tag: the mask fits the photo's stored grid as well as its upright one, and is taken as
-# drawn on the upright photo (what EXIF-aware tools show).  Worth a look, so reported.
-FLIP_NOTE = "exif_flip_mask_taken_as_upright"
+# A photo flipped, upside down, or square and turned by its EXIF tag, with a mask that
+# has no such tag: the mask fits the photo's stored grid as well as its upright one,
+# and is taken as drawn on the upright photo (what EXIF-aware tools show).  Worth a
+# look, so reported.
+ORIENTATION_NOTE = "exif_orientation_mask_taken_as_upright"
 
 
 class Rejected(Exception):
@@ -69,6 +70,8 @@ def decode_pair(image_bytes: bytes, mask_bytes: bytes, max_side: int = 0) -> Dec
         image_bytes, "unreadable_image", max_side
     )
     opened, _, mask_orientation, _ = _open(mask_bytes, "unreadable_mask", 0)
+    if _tag_copied_onto_upright_pixels(opened, mask_orientation, width, height):
+        opened = _open(mask_bytes, "unreadable_mask", 0, upright=False)[0]
     mask = binarize_mask(opened)
     turn = _photo_rotation_to_follow(mask.shape, orientation, width, height)
     if turn is not None:
@@ -97,7 +100,7 @@ def decode_pair(image_bytes: bytes, mask_bytes: bytes, max_side: int = 0) -> Dec
         width=size[0],
         foreground_fraction=float(mask.mean()),
         reencoded=not keep,
-        note=FLIP_NOTE if orientation in (2, 3, 4) and mask_orientation in (0, 1) else "",
+        note=ORIENTATION_NOTE if _ambiguous(orientation, mask_orientation, width, height) else "",
     )
 
 
@@ -151,8 +154,11 @@ def _tensorflow_reads(data: bytes) -> bool:
     return True
 
 
-def _open(data: bytes, reason: str, max_side: int) -> tuple[Image.Image, str, int, tuple[int, int]]:
-    """Decoded and upright, with its EXIF orientation and full upright size.
+def _open(
+    data: bytes, reason: str, max_side: int, upright: bool = True
+) -> tuple[Image.Image, str, int, tuple[int, int]]:
+    """Decoded and upright (unless told not to), with its EXIF orientation and full
+    upright size.
 
     A JPEG much larger than max_side decodes at a reduced scale (JPEG draft mode),
     which is several times faster for phone photos; the caller finishes the resize.
@@ -168,11 +174,30 @@ def _open(data: bytes, reason: str, max_side: int) -> tuple[Image.Image, str, in
         if image_format == "JPEG" and target != image.size:
             image.draft(image.mode, target)
         image.load()
-        if orientation not in (0, 1):
+        if upright and orientation not in (0, 1):
             image = ImageOps.exif_transpose(image)
     except Exception as error:  # Pillow raises many types for bad files
         raise Rejected(reason, f"{type(error).__name__}: {error}") from error
     return image, image_format, orientation, (width, height)
+
+
+def _tag_copied_onto_upright_pixels(
+    mask: Image.Image, mask_orientation: int, width: int, height: int
+) -> bool:
+    """A mask whose tool copied the photo's quarter-turn tag but drew on the upright
+    photo: its tag turns it away from the photo's shape, and its pixels fit as stored."""
+    return (
+        mask_orientation in _QUARTER_TURNS
+        and not _aspect_matches((mask.height, mask.width), width, height)
+        and _aspect_matches((mask.width, mask.height), width, height)
+    )
+
+
+def _ambiguous(orientation: int, mask_orientation: int, width: int, height: int) -> bool:
+    """A turned photo whose untagged mask fits either grid (see ORIENTATION_NOTE)."""
+    if orientation in (0, 1) or mask_orientation not in (0, 1):
+        return False
+    return orientation in (2, 3, 4) or _aspect_matches((height, width), height, width)
 
 
 def _photo_rotation_to_follow(

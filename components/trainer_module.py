@@ -289,7 +289,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         # at a calibrated threshold is judged (and its best epoch kept) at its best cut.
         metrics=[
             losses.ForegroundIoU(cfg["threshold"], thresholds=candidates),
-            "binary_accuracy",
+            losses.pixel_accuracy,
         ],
     )
     backup = _backup_dir(cfg, list(fn_args.train_files))

@@ -18,7 +18,7 @@ from tfx.types import artifact_utils, standard_artifacts
 
 from components import ingestion_report as report_lib
 from components import pairs
-from components.decode import FLIP_NOTE, Rejected, binarize_mask, decode_pair
+from components.decode import ORIENTATION_NOTE, Rejected, binarize_mask, decode_pair
 from components.image_example_gen import Executor, ImageExampleGen
 from components.ingestion_report import IngestionError, check_report
 from tests.serving_fixtures import png_bytes
@@ -552,7 +552,7 @@ def test_a_flipped_photo_with_an_untagged_mask_is_used_and_reported():
     photo = _jpeg_bytes(_smooth(W, H), exif=exif)
     mask = png_bytes(_mask())
     decoded = decode_pair(photo, mask)
-    assert decoded.note == FLIP_NOTE
+    assert decoded.note == ORIENTATION_NOTE
     np.testing.assert_array_equal(_pixels(decoded.mask) > 0, _mask() > 0)  # taken as upright
     tagged = io.BytesIO()  # a mask carrying the same tag turns with the photo: nothing to say
     Image.fromarray(_mask()).save(tagged, format="PNG", exif=exif)
@@ -561,10 +561,10 @@ def test_a_flipped_photo_with_an_untagged_mask_is_used_and_reported():
     counts = report_lib.CountOutcomes()
     accs = [counts.create_accumulator() for _ in range(2)]
     counts.add_input(accs[0], report_lib.usable("train", 0.3))
-    counts.add_input(accs[0], report_lib.noted(FLIP_NOTE, "b.jpg"))
-    counts.add_input(accs[1], report_lib.noted(FLIP_NOTE, "a.jpg"))
+    counts.add_input(accs[0], report_lib.noted(ORIENTATION_NOTE, "b.jpg"))
+    counts.add_input(accs[1], report_lib.noted(ORIENTATION_NOTE, "a.jpg"))
     report = report_lib.build_report(counts.merge_accumulators(accs), pairs.SPLITS, {})
-    assert report["noted"] == {FLIP_NOTE: {"count": 2, "examples": ["a.jpg", "b.jpg"]}}
+    assert report["noted"] == {ORIENTATION_NOTE: {"count": 2, "examples": ["a.jpg", "b.jpg"]}}
     assert report["usable"] == 1 and report["skipped"] == 0
 
 
@@ -584,6 +584,27 @@ def test_a_mask_drawn_on_the_sideways_grid_turns_with_the_photo(orientation):
     marked.save(with_exif, format="PNG", exif=exif)
     upright = np.asarray(ImageOps.exif_transpose(Image.open(with_exif)))
     np.testing.assert_array_equal(_pixels(decoded.mask), upright)
+
+
+def test_a_mask_with_the_photos_tag_but_upright_pixels_is_not_turned_twice():
+    """Some tools copy the photo's EXIF onto a mask they drew on the upright photo."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    photo_bytes = _jpeg_bytes(np.ascontiguousarray(_smooth(width=W, height=H)), exif=exif)
+    upright_mask = _mask(H, W, (3, 2, 17, 11))  # H wide, W tall: the upright photo's shape
+    tagged = io.BytesIO()
+    Image.fromarray(upright_mask).save(tagged, format="PNG", exif=exif)
+    decoded = decode_pair(photo_bytes, tagged.getvalue())
+    np.testing.assert_array_equal(_pixels(decoded.mask), upright_mask)
+    assert decoded.note == ""
+
+
+def test_a_turned_square_photo_with_an_untagged_mask_is_noted():
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    photo_bytes = _jpeg_bytes(np.ascontiguousarray(_smooth(width=W, height=W)), exif=exif)
+    decoded = decode_pair(photo_bytes, png_bytes(_mask(W, W)))
+    assert decoded.note == ORIENTATION_NOTE
 
 
 def test_files_cut_before_their_end_marker_are_stored_whole():
