@@ -69,7 +69,7 @@ def decode_pair(image_bytes: bytes, mask_bytes: bytes, max_side: int = 0) -> Dec
     image, image_format, orientation, (width, height) = _open(
         image_bytes, "unreadable_image", max_side
     )
-    opened, _, mask_orientation, _ = _open(mask_bytes, "unreadable_mask", 0)
+    opened, mask_format, mask_orientation, _ = _open(mask_bytes, "unreadable_mask", 0)
     if _tag_copied_onto_upright_pixels(opened, mask_orientation, width, height):
         opened = _open(mask_bytes, "unreadable_mask", 0, upright=False)[0]
     mask = binarize_mask(opened)
@@ -86,7 +86,7 @@ def decode_pair(image_bytes: bytes, mask_bytes: bytes, max_side: int = 0) -> Dec
     if mask.shape != (size[1], size[0]):
         mask = _resized(opened, mask, turn, size)
     if not mask.any():
-        raise Rejected("empty_mask", f"no foreground pixel (mask values {_value_range(opened)})")
+        raise Rejected("empty_mask", _empty_mask_detail(opened, mask_format))
 
     rotated = orientation not in (0, 1)
     keep = not (rotated or converted) and size == (width, height) and image_format in _KEPT
@@ -141,9 +141,12 @@ def binarize_mask(mask: Image.Image) -> np.ndarray:
     return np.asarray(mask.convert("L")) > 127
 
 
-def _value_range(mask: Image.Image) -> str:
+def _empty_mask_detail(mask: Image.Image, mask_format: str) -> str:
     low, high = mask.getextrema()[0] if len(mask.getbands()) > 1 else mask.getextrema()
-    return f"{low}..{high}"
+    detail = f"no foreground pixel (mask values {low}..{high})"
+    if mask_format == "JPEG" and 1 < high <= 16:
+        detail += "; a 0/1 mask saved as JPEG loses its labels to compression: save masks as PNG"
+    return detail
 
 
 def _tensorflow_reads(data: bytes) -> bool:

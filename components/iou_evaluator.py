@@ -190,6 +190,9 @@ def IoUEvaluator(  # noqa: N802 - TFX names components like classes
     min_speedup: tfx.dsl.components.Parameter[float] = 0.0,
     threshold: tfx.dsl.components.Parameter[float] = 0.5,
     folders: tfx.dsl.components.Parameter[str] = "[]",  # JSON list of id prefixes
+    # The exported model training started from: the bar until a model is blessed here,
+    # so that fine-tuning in a fresh pipeline root cannot push a model worse than its start.
+    init_model: tfx.dsl.components.Parameter[str] = "",
 ) -> None:
     eval_uri = artifact_utils.get_split_uri([examples], "eval")
     eval_files = tf.io.gfile.glob(os.path.join(eval_uri, "*"))
@@ -198,6 +201,11 @@ def IoUEvaluator(  # noqa: N802 - TFX names components like classes
         for name, artifact in (("candidate", model), ("baseline", baseline_model))
         if artifact is not None
     }
+    baseline_source = baseline_model.uri if baseline_model is not None else None
+    if baseline_model is None and init_model:
+        loaded["baseline"] = tf.saved_model.load(init_model)
+        baseline_source = init_model
+        logging.info("No blessed model yet: the baseline is init_model %s", init_model)
     signatures = {name: m.signatures[defaults.SIGNATURE_BYTES] for name, m in loaded.items()}
     seen = _seen_by(baseline_model)
     scores = score_models(
@@ -212,7 +220,7 @@ def IoUEvaluator(  # noqa: N802 - TFX names components like classes
             left_out,
             scores["candidate"].images,
         )
-    if baseline_model is not None and min_speedup > 0:
+    if "baseline" in loaded and min_speedup > 0:
         for name, ms in median_latencies_ms(loaded, LATENCY_RUNS).items():
             scores[name] = replace(scores[name], latency_ms=ms)
     candidate, baseline = scores["candidate"], scores.get("baseline")
@@ -232,7 +240,8 @@ def IoUEvaluator(  # noqa: N802 - TFX names components like classes
     blessing.set_string_custom_property("reason", reason)
     if baseline_model is not None:
         blessing.set_int_custom_property("baseline_model_id", baseline_model.id)
-        blessing.set_string_custom_property("baseline_model", baseline_model.uri)
+    if baseline is not None:
+        blessing.set_string_custom_property("baseline_model", baseline_source)
         blessing.set_float_custom_property("baseline_foreground_iou", baseline.foreground_iou)
     report = {
         "blessed": blessed,
@@ -243,6 +252,7 @@ def IoUEvaluator(  # noqa: N802 - TFX names components like classes
         "threshold": threshold,
         "candidate": asdict(candidate),
         "baseline": asdict(baseline) if baseline else None,
+        "baseline_model": baseline_source,
         "left_out_seen_by_baseline": left_out,
     }
     tf.io.gfile.makedirs(blessing.uri)

@@ -203,6 +203,18 @@ def _stem_rows(
     images = _by_stem(files, IMAGES_DIR, prefix, listing, ambiguous)
     masks = _by_stem(files, MASKS_DIR, prefix, listing, ambiguous)
     stems = sorted((set(images) | set(masks)) - ambiguous)
+    lone_masks = {stem.casefold(): stem for stem in set(masks) - set(images)}
+    cased = sorted(
+        (stem, lone_masks[stem.casefold()])
+        for stem in set(images) - set(masks)
+        if stem.casefold() in lone_masks
+    )
+    if cased:
+        examples = ", ".join(f"{a!r} and {b!r}" for a, b in cased[:3])
+        listing.warnings.append(
+            f"{len(cased)} photo(s) and mask(s) differ only in letter case ({examples}): "
+            "names pair only when they match exactly, so rename one side"
+        )
     return [(images.get(stem), masks.get(stem)) for stem in stems]
 
 

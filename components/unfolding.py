@@ -96,6 +96,12 @@ def _kernel_scale(conv: keras.layers.Layer, folded_kernel: np.ndarray) -> np.nda
     return np.where(usable, built / np.where(usable, folded, 1.0), 1.0).astype(np.float32)
 
 
+_SETTINGS_HINT = (
+    "; set the encoder, image size and UNet settings the export was trained with "
+    "(for the shipped models/bgremover/1: CONFIG=configs/finetune-own-photos.toml)"
+)
+
+
 def load_exported(model: keras.Model, export_dir: str, photos: tf.data.Dataset) -> None:
     """Sets ``model`` (unfolded, as configured) to the exported model's function.
 
@@ -113,13 +119,14 @@ def load_exported(model: keras.Model, export_dir: str, photos: tf.data.Dataset) 
             f"{export_dir} holds {len(values)} variables, the configured {model.name} "
             f"{len(names)} once folded: "
             + ("an export whose BatchNorms were not folded" if unfolded else "another architecture")
+            + _SETTINGS_HINT
         )
     for variable in folded.weights:
         value = values[names[variable.path]]
         if tuple(variable.shape) != value.shape:
             raise ValueError(
                 f"{export_dir}: {variable.path} has shape {value.shape}, the configured model "
-                f"{tuple(variable.shape)}: another architecture"
+                f"{tuple(variable.shape)}: another architecture" + _SETTINGS_HINT
             )
     for variable in folded.weights:
         variable.assign(values[names[variable.path]])

@@ -520,6 +520,24 @@ def test_photos_are_converted_as_the_client_converts_them():
     assert stored.shape == (H, W, 3) and set(np.unique(stored)) == {128}
 
 
+def test_names_that_differ_only_in_case_and_lossy_0_1_masks_say_what_to_fix(tmp_path):
+    for rel in ("images/Clip_0001.png", "masks/clip_0001.png"):
+        (tmp_path / rel).parent.mkdir(exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    listing = pairs.list_pairs([str(tmp_path)], "")
+    assert not listing.pairs
+    assert any(
+        "differ only in letter case ('Clip_0001' and 'clip_0001')" in w for w in listing.warnings
+    )
+
+    ones = io.BytesIO()  # person = 1, saved as JPEG: compression smears it to 0..2
+    y, x = np.mgrid[0:H, 0:W]
+    disk = ((x - 20) ** 2 + (y - 15) ** 2 < 100).astype(np.uint8)
+    Image.fromarray(disk).save(ones, format="JPEG", quality=75)
+    with pytest.raises(Rejected, match="save masks as PNG"):
+        decode_pair(png_bytes(_photo(3)), ones.getvalue())
+
+
 def test_a_smaller_gray_mask_is_resized_before_it_is_cut():
     """Its soft edges say where the outline lies between its pixels."""
     y, x = np.mgrid[0:240, 0:180]

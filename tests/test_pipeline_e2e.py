@@ -135,6 +135,14 @@ def test_pipeline_pushes_only_better_models(tmp_path):
     states = [e.last_known_state for e in store.get_executions_by_context(check.id)]
     assert states == [complete, complete], states  # nothing to check, then version 2 served
 
+    # Fine-tuning in a fresh pipeline root: the exported model it starts from is the bar,
+    # so a run that learns nothing is not pushed as if there were no baseline.
+    fresh, start = tmp_path / "fresh", tmp_path / "serving" / defaults.MODEL_NAME / str(v1)
+    local_runner.run(_config(fresh, init_model=str(start), learning_rate=0.0, epochs=1))
+    fresh_eval = _latest_evaluation(_store(_config(fresh)))
+    assert fresh_eval["baseline_model"] == str(start) and fresh_eval["baseline"], fresh_eval
+    assert not fresh_eval["blessed"] and not _versions(fresh / "serving"), fresh_eval
+
 
 def test_curated_schema_stops_data_outside_its_domains(tmp_path):
     """configs/schema (ImportSchemaGen) is what ExampleValidator checks: data

@@ -84,6 +84,7 @@ def create_pipeline(
         min_speedup=config.min_speedup,
         threshold=config.threshold,
         folders=json.dumps([p for p in id_prefixes(config.data_dirs) if p]),
+        init_model=config.init_model,
     )
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"],
