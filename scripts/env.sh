@@ -116,7 +116,17 @@ sandbox_exec() {
   local shared; shared="$(cd "$REPO/.." && pwd)/shared"
   # The user's files (make remove ARGS=~/photo.jpg) and the working directory,
   # then the repository and cache on top.
-  local binds=()
+  local binds=() entry
+  # Every top-level folder of the host but the system's (/work, /mnt, /media, /srv,
+  # /home, ...) at its own path, so that a photo or data folder anywhere means the
+  # same inside and out; the system's folders come from the Debian 13 root filesystem.
+  for entry in /*; do
+    [ -d "$entry" ] && [ ! -L "$entry" ] || continue
+    case "${entry#/}" in
+      bin | boot | dev | etc | lib | lib32 | lib64 | libx32 | lost+found | proc | run | sbin | sys | tmp | usr | var) continue ;;
+    esac
+    binds+=(--bind "$entry" "$entry")
+  done
   [ -n "${HOME:-}" ] && [ -d "$HOME" ] && binds+=(--bind "$HOME" "$HOME")
   binds+=(--bind "$PWD" "$PWD" --bind "$REPO" "$REPO" --bind "$CACHE" "$CACHE")
   [ -d "$shared" ] && binds+=(--bind "$shared" "$shared")

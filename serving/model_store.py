@@ -333,23 +333,25 @@ class ModelStore:
         now = time.time_ns()
         found: dict[int, Path] = {}
         entries = list(self._model_dir.iterdir()) if self._model_dir.is_dir() else []
-        pushed = False  # any version directory with its saved_model.pb
         for entry in entries:
             if not entry.name.isdigit() or not entry.is_dir():
                 continue
             version = int(entry.name)
             if version in self._served and self._served[version].path == entry:
                 found[version] = entry
-                pushed = True
                 continue
             fingerprint = _fingerprint(entry)
-            pushed = pushed or fingerprint is not None
             settled = fingerprint is not None and now - fingerprint[0] >= self._settle_ns
             if settled and (entry not in self._failed or self._failed[entry] != fingerprint):
                 found[version] = entry
-        # Only while nothing is pushed: a pushed version that fails must show
-        # as failed, not be hidden behind the fallback under the same number.
-        if not pushed and self._fallback is not None and self._fallback not in self._failed:
+        # Until a pushed version serves: one that is still settling or loading must
+        # not leave a gap (the fallback goes once it is loaded), and one that fails
+        # shows as failed while the fallback goes on serving.  Never under a pushed
+        # folder's own number, which would hide that folder.
+        pushed_served = any(m.path != self._fallback for m in self._served.values())
+        numbered_one = (self._model_dir / "1").is_dir()
+        fallback_ok = self._fallback is not None and self._fallback not in self._failed
+        if fallback_ok and not pushed_served and not numbered_one:
             found[1] = self._fallback
         self._say_if_empty(bool(found))
         return found

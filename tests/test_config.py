@@ -81,6 +81,7 @@ def test_the_runner_says_what_is_wrong_in_one_line(tmp_path, capsys):
         ("--image-width", "100"): "multiples of 16",
         ("--pipeline-root", "/dev/null/root"): "pipeline_root /dev/null/root: cannot write",
         ("--data-dir", __file__): "is a file: give the folder that holds images/",
+        ("--data-dir", str(tmp_path / "typo")): f"data folder {tmp_path / 'typo'}: no such folder",
     }
     for argv, message in cases.items():
         with pytest.raises(SystemExit) as exit_:
@@ -110,3 +111,19 @@ def test_a_second_run_in_the_same_pipeline_root_is_refused(tmp_path):
         pass
     with local_runner.only_run_in(root):  # free again once the first has ended
         pass
+
+
+def test_a_model_of_the_sample_does_not_land_where_real_models_are_served(tmp_path, monkeypatch):
+    from tfx_pipeline import local_runner
+
+    monkeypatch.chdir(tmp_path)
+    sample = local_runner.with_sample_data(
+        local_runner.absolute_paths(config_lib.load(synthetic_count=4))
+    )
+    assert sample.serving_dir == str(tmp_path / "build" / "sample" / "serving")
+    chosen = local_runner.with_sample_data(
+        local_runner.absolute_paths(config_lib.load(synthetic_count=4, serving_dir="mine"))
+    )
+    assert chosen.serving_dir == str(tmp_path / "mine")
+    real = local_runner.absolute_paths(config_lib.load(data_dirs=[str(tmp_path)]))
+    assert local_runner.with_sample_data(real).serving_dir == str(tmp_path / "build" / "serving")

@@ -379,6 +379,27 @@ def test_fallback_model_serves_until_a_version_is_pushed(tiny_model, tmp_path):
         server.stop()
 
 
+def test_the_fallback_serves_until_the_first_push_has_loaded(tiny_model, tmp_path):
+    """A push still settling or loading must not leave a moment with nothing served."""
+    server = LocalServer(
+        tmp_path / "serving", port=0, poll_seconds=0.1, settle_seconds=1.0,
+        fallback_model=tiny_model,
+    )  # fmt: skip
+    server.start()
+    try:
+        wait_for(lambda: server.store.served_versions() == [1])
+        publish_version(tiny_model, tmp_path / "serving", NAME, 5)
+        seen = set()
+        deadline = time.monotonic() + 30
+        while server.store.served_versions() != [5] and time.monotonic() < deadline:
+            seen.add(tuple(server.store.served_versions()))
+            time.sleep(0.01)
+        assert server.store.served_versions() == [5]
+        assert () not in seen, seen
+    finally:
+        server.stop()
+
+
 def _status_or_none(client: Client):
     """GetModelStatus, or None while the server knows no version (NOT_FOUND)."""
     try:

@@ -47,6 +47,9 @@ class PipelineConfig:
     pipeline_root: str = "build/pipeline_root"
     metadata_path: str = ""  # default: <pipeline_root>/metadata.sqlite
     serving_dir: str = "build/serving"
+    # Where a run on the generated sample pushes when serving_dir is left as it is: a
+    # model of 120 drawn figures must not displace a real one in build/serving.
+    sample_serving_dir: str = "build/sample/serving"
     model_name: str = defaults.MODEL_NAME
 
     # Ingestion.  Frames of one video share a group and never straddle splits:

@@ -33,6 +33,7 @@ def absolute_paths(config: config_lib.PipelineConfig) -> config_lib.PipelineConf
 
     config.pipeline_root = absolute(config.pipeline_root)
     config.serving_dir = absolute(config.serving_dir)
+    config.sample_serving_dir = absolute(config.sample_serving_dir)
     config.data_dirs = [absolute(d) for d in config.data_dirs]
     config.metadata_path = absolute(config.metadata_path)
     config.schema_dir = absolute(config.schema_dir)
@@ -52,6 +53,15 @@ def with_sample_data(config: config_lib.PipelineConfig) -> config_lib.PipelineCo
             "No data folder given: using %d synthetic pairs in %s", config.synthetic_count, sample
         )
         config.data_dirs = [sample]
+        if config.serving_dir == os.path.abspath(config_lib.PipelineConfig().serving_dir):
+            config.serving_dir = config.sample_serving_dir
+            logging.info(
+                "A model of the sample is pushed to %s, not the real models' %s "
+                "(make serve SERVING_DIR=%s serves it)",
+                config.serving_dir,
+                config_lib.PipelineConfig().serving_dir,
+                config.serving_dir,
+            )
     return config
 
 
@@ -132,10 +142,14 @@ def check_local_paths(config: config_lib.PipelineConfig) -> config_lib.PipelineC
     for name in ("pipeline_root", "serving_dir"):
         _check_writable(name, getattr(config, name))
     for folder in config.data_dirs:
-        if not config_lib.is_uri(folder) and os.path.isfile(folder):
+        if config_lib.is_uri(folder):
+            continue
+        if os.path.isfile(folder):
             raise ValueError(
                 f"data folder {folder} is a file: give the folder that holds images/ and masks/"
             )
+        if not os.path.isdir(folder):
+            raise ValueError(f"data folder {folder}: no such folder")
     return config
 
 
