@@ -490,7 +490,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    server.start()
+    try:
+        server.start()
+    except OSError as error:  # a busy port: one line, not gRPC's traceback
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
     stop.wait()
     log.info("shutting down: finishing in-flight requests")
     server.stop(args.grace_seconds)
