@@ -94,7 +94,7 @@ protos: ## regenerate the lean client's protobuf modules
 	$(PY) -m serving.protos.generate
 
 tensorboard: ## watch training curves of the local pipeline runs (LOGDIR=build/variants: all variants)
-	$(RUN) tensorboard --logdir $(LOGDIR) --host $(TENSORBOARD_HOST)
+	$(RUN) tensorboard --logdir $(LOGDIR) --host $(TENSORBOARD_HOST) $(ARGS)
 
 clean: ## remove build outputs (not the cached environment)
 	rm -rf build .pytest_cache .ruff_cache
