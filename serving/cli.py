@@ -11,12 +11,15 @@ import contextlib
 import errno
 import os
 import re
+import select
 import signal
 import sys
 import threading
+from collections import Counter
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from serving import defaults
 
@@ -47,9 +50,10 @@ REMOVE_EPILOG = f"""outputs:
   -o DIR                 DIR/<relative path>/<stem>.png (or --format);
                          several folders: DIR/<folder>/<relative path>/<stem>.png
   -                      read the photo from stdin, write the result to stdout
-Two photos with one output name (photo.jpg and photo.png, or IMG_0001.JPG from
-several folders into one -o) keep their whole name: photo.png.nobg.png, then a
-number: IMG_0001.JPG-2.png.  Existing outputs are skipped unless --overwrite.
+Photos with one output name (photo.jpg and photo.png, or IMG_0001.JPG from several
+folders into one -o) each keep their whole name: photo.jpg.nobg.png and
+photo.png.nobg.png, then their folder's name in front: cam2-IMG_0001.JPG.png.
+Existing outputs are skipped unless --overwrite.
 JPEG cannot hold transparency: use -b white (or another background) or
 --mask-only for .jpg outputs.  Animations and multi-page files give their first
 frame, and say so.
@@ -96,6 +100,7 @@ class Summary:
     skipped: list[Task] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     not_attempted: int = 0  # left when the server or the disk went away
+    attempted: int = 0  # photos of the run that were processed or failed
     notes: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -283,8 +288,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(exit_.code or 0)
     # SIGTERM (kill, timeout) stops like Ctrl-C: photos being written finish or
     # vanish, none is left half-written.
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _interrupt)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
     try:
         return args.run(args)
     except UsageError as err:
@@ -293,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as interrupt:
         print("bgremove: interrupted", file=sys.stderr)
         return 128 + getattr(interrupt, "signum", signal.SIGINT)
+    finally:
+        if in_main_thread:  # main() may be called by a program with its own handler
+            signal.signal(signal.SIGTERM, previous)
 
 
 class _Terminated(KeyboardInterrupt):
@@ -360,7 +368,7 @@ def _format_of(path: Path) -> str:
 
 def _find_images(folder: Path, exclude: Path | None) -> tuple[list[Path], list[Path]]:
     """Photos under ``folder``, through linked folders too (each real folder once), and
-    links that lead nowhere."""
+    links that lead nowhere (a photo deleted, a drive not mounted), whatever their name."""
     found, broken, visited = [], [], set()
     for root, dirs, files in os.walk(folder, followlinks=True):
         real = os.path.realpath(root)
@@ -369,15 +377,13 @@ def _find_images(folder: Path, exclude: Path | None) -> tuple[list[Path], list[P
             continue
         visited.add(real)
         dirs.sort()
-        for name in sorted(files + [d for d in dirs if not os.path.exists(os.path.join(root, d))]):
+        for name in files:  # os.walk lists a link to nothing among the files
             path = Path(root, name)
-            if path.suffix.lower() not in defaults.PHOTO_EXTENSIONS:
-                continue
-            if path.is_file():
-                found.append(path)
-            elif path.is_symlink() and not path.exists():
+            if path.is_symlink() and not path.exists():
                 broken.append(path)
-    return sorted(found), broken
+            elif path.suffix.lower() in defaults.PHOTO_EXTENSIONS and path.is_file():
+                found.append(path)
+    return sorted(found), sorted(broken)
 
 
 def plan(args: argparse.Namespace) -> tuple[list[Task], list[tuple[str, str]]]:
@@ -458,25 +464,23 @@ def _same_file(source: Path | str, dest: Path | str) -> bool:
 
 
 def _deduplicate(tasks: list[Task]) -> list[Task]:
-    """Two photos, one output name: a later one keeps its photo's whole name
-    (photo.png.nobg.png beside photo.nobg.png), then a number, until the name is free.
-
-    Names are compared in any letter case, as macOS and Windows file systems do.
-    """
-    seen: set[str] = set()
-    for task in tasks:
-        if isinstance(task.dest, Path) and isinstance(task.source, Path):
-            first, ending = task.dest, task.dest.name.removeprefix(task.source.stem)
-            candidates = (
-                first.with_name(name)
-                for name in (
-                    first.name,
-                    task.source.name + ending,
-                    *(f"{task.source.name}-{n}{ending}" for n in range(2, len(tasks) + 2)),
-                )
-            )
-            task.dest = next(c for c in candidates if str(c).casefold() not in seen)
-        seen.add(str(task.dest).casefold())
+    """Photos with one output name each get a name of their own, whatever the order:
+    their whole file name (photo.jpg.nobg.png, photo.png.nobg.png), then their folders'
+    names in front (cam2-IMG_0001.JPG.png).  So adding a photo later never hands its
+    neighbour's existing output to it.  Names are compared in any letter case, as
+    macOS and Windows file systems do."""
+    renamable = [t for t in tasks if isinstance(t.dest, Path) and isinstance(t.source, Path)]
+    # What follows the stem in the first choice: ".nobg.png" next to the photo, ".png" in -o.
+    endings = {id(t): t.dest.name.removeprefix(t.source.stem) for t in renamable}
+    for depth in range(64):  # deeper than any folder tree
+        clashes = Counter(str(t.dest).casefold() for t in tasks)
+        clashing = [t for t in renamable if clashes[str(t.dest).casefold()] > 1]
+        if not clashing:
+            break
+        for task in clashing:
+            folders = [p.name for p in task.source.resolve().parents][:depth][::-1]
+            name = "-".join([*folders, task.source.name]) + endings[id(task)]
+            task.dest = task.dest.with_name(name)
     return tasks
 
 
@@ -518,10 +522,14 @@ def _save(image: Image.Image, task: Task) -> None:
             partial.unlink(missing_ok=True)
 
 
-def _write_all(stream, data: memoryview) -> None:
-    """A full disk cuts a write short without an error: the rest of it raises one."""
+def _write_all(stream: BinaryIO, data: memoryview) -> None:
+    """A full disk cuts a write short without an error: the rest of it raises one.
+    (Unbuffered, stdout is a raw file: a non-blocking one answers None until it drains.)"""
     while data:
         written = stream.write(data)
+        if written is None:
+            select.select([], [stream], [])
+            continue
         if not written:
             raise OSError(errno.EIO, "the output took no more bytes")
         data = data[written:]
@@ -610,12 +618,12 @@ def run_remove(args: argparse.Namespace) -> int:
         with _remover(args) as remover:
             fatal = _run_all(todo, remover, background, args, summary)
     except KeyboardInterrupt:
-        summary.not_attempted = len(todo) - len(summary.processed) - len(summary.failed)
+        summary.not_attempted = len(todo) - summary.attempted
         _print_summary(summary, stdout_used=False)
         raise
     if fatal is not None:
         if summary.processed or summary.failed:  # else the error alone says it all
-            summary.not_attempted = len(todo) - len(summary.processed) - len(summary.failed)
+            summary.not_attempted = len(todo) - summary.attempted
             _print_summary(summary, stdout_used=False)
         if isinstance(fatal, WriteError):  # listed with the photo it failed on
             return EXIT_FAILED
@@ -651,36 +659,49 @@ def _run_all(
         ) as bar,
     ):
         futures = {pool.submit(_process, t, remover, background, args): t for t in todo}
+        recorded: set[Future] = set()
         try:
             for future in as_completed(futures):
-                task = futures[future]
                 if future.cancelled():
                     continue
                 bar.update()
-                try:
-                    note = future.result()
-                except (ServerUnavailable, ModelNotFound) as err:
-                    fatal = fatal or err
-                    _cancel(futures)
-                except Exception as err:  # one bad photo never stops the batch
-                    summary.failed.append((str(task.source), _one_line(err)))
-                    if isinstance(err, WriteError) and err.errno in _DISK_ERRORS:
-                        fatal = fatal or err  # but a full disk fails every later one too
-                        _cancel(futures)
-                else:
-                    summary.processed.append(task)
-                    if note:
-                        summary.notes.append((str(task.source), note))
+                recorded.add(future)
+                error = _record(
+                    future, futures[future], summary, (ServerUnavailable, ModelNotFound)
+                )
+                if error is not None:
+                    fatal = fatal or error
+                    for pending in futures:
+                        pending.cancel()
         except KeyboardInterrupt:
-            # Ctrl-C: drop the queued photos instead of waiting for all of them.
+            # Ctrl-C: drop the queued photos; those being written finish and are counted.
             pool.shutdown(wait=False, cancel_futures=True)
+            for future, task in futures.items():
+                if future not in recorded and not future.cancelled():
+                    _record(future, task, summary, (ServerUnavailable, ModelNotFound))
             raise
     return fatal
 
 
-def _cancel(futures: dict) -> None:
-    for pending in futures:
-        pending.cancel()
+def _record(
+    future: Future, task: Task, summary: Summary, server_errors: tuple[type[Exception], ...]
+) -> Exception | None:
+    """Counts a finished photo; returns the error if every later photo would meet it too."""
+    try:
+        note = future.result()
+    except server_errors as err:  # no server or no model: not this photo's fault
+        return err
+    except Exception as err:  # one bad photo never stops the batch
+        summary.attempted += 1
+        summary.failed.append((str(task.source), _one_line(err)))
+        if isinstance(err, WriteError) and err.errno in _DISK_ERRORS:
+            return err  # but a full disk fails every later one too
+        return None
+    summary.attempted += 1
+    summary.processed.append(task)
+    if note:
+        summary.notes.append((str(task.source), note))
+    return None
 
 
 def _one_line(err: Exception) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
-from typing import Union
+from typing import BinaryIO, Union
 
 import numpy as np
 import pillow_heif
@@ -21,7 +21,9 @@ from serving.errors import BackgroundRemoverError
 # HEIC/HEIF is what iPhones shoot; Pillow reads AVIF itself.
 pillow_heif.register_heif_opener()
 
-ImageSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, Image.Image, np.ndarray]
+ImageSource = Union[
+    str, "os.PathLike[str]", bytes, bytearray, memoryview, BinaryIO, Image.Image, np.ndarray
+]
 
 # Photos whose longest side exceeds this are downscaled before sending: the model
 # works at a few hundred pixels at most, so more only costs bandwidth and decoding.
@@ -29,6 +31,7 @@ MAX_SIDE = 1024
 MIN_SEND_SIDE = 256  # never send less, whatever the model's input
 JPEG_QUALITY = 90
 _KEEP_ICC_MODES = {"RGB", "RGBA"}
+_ANIMATED = {"GIF", "PNG", "WEBP", "TIFF"}  # formats whose extra frames are other pictures
 
 
 def allow_pixels(limit: int) -> None:
@@ -88,7 +91,8 @@ def frames(source: ImageSource) -> int:
         encoded = isinstance(source, (bytes, bytearray, memoryview))
         data = io.BytesIO(bytes(source)) if encoded else source
         with Image.open(data) as image:
-            return getattr(image, "n_frames", 1)
+            # A camera JPEG with a preview opens as MPO of two frames: one photo all the same.
+            return getattr(image, "n_frames", 1) if image.format in _ANIMATED else 1
     except Exception:  # an unreadable file fails properly when it is loaded
         return 1
 

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from serving.cli import main
@@ -38,11 +39,12 @@ def test_folder_with_a_broken_file_processes_the_rest(server, tmp_path, capsys):
     code = main(["remove", str(photos), "-o", str(out), "--server", server, "-j", "2"])
 
     assert code == 1
-    assert Image.open(out / "a.png").size == (48, 32)
-    assert Image.open(out / "a.png").mode == "RGBA"
+    assert Image.open(out / "a.jpg.png").size == (48, 32)
+    assert Image.open(out / "a.jpg.png").mode == "RGBA"
     assert Image.open(out / "trip" / "b.png").size == (20, 30)
     assert Image.open(out / "a.png.png").size == (10, 10)
-    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["a.png", "a.png.png", "b.png"]
+    files = sorted(p.name for p in out.rglob("*") if p.is_file())
+    assert files == ["a.jpg.png", "a.png.png", "b.png"]
     err = capsys.readouterr().err
     assert "3 processed" in err and "1 failed" in err
     assert "broken.jpg" in err and "a.jpg:" not in err
@@ -50,7 +52,7 @@ def test_folder_with_a_broken_file_processes_the_rest(server, tmp_path, capsys):
     code = main(["remove", str(photos), "-o", str(out), "--server", server, "-b", "white"])
     assert code == 1
     assert "3 skipped" in capsys.readouterr().err
-    assert Image.open(out / "a.png").mode == "RGBA"  # skipped, not redone
+    assert Image.open(out / "a.jpg.png").mode == "RGBA"  # skipped, not redone
 
     code = main(
         [
@@ -68,7 +70,7 @@ def test_folder_with_a_broken_file_processes_the_rest(server, tmp_path, capsys):
         ]
     )
     assert code == 1
-    assert Image.open(out / "a.jpg").format == "JPEG"
+    assert Image.open(out / "a.jpg.jpg").format == "JPEG"
 
 
 def test_single_file_defaults_next_to_it_and_exif_is_applied(server, tmp_path, capsys):
@@ -180,7 +182,8 @@ def test_photos_with_one_stem_keep_the_suffix(server, tmp_path):
     first = _write(tmp_path / "a.jpg", encode_image(8, 8))
     second = _write(tmp_path / "a.png", encode_image(8, 8, "PNG", seed=1))
     assert main(["remove", str(first), str(second), "--server", server]) == 0
-    assert sorted(p.name for p in tmp_path.glob("*.nobg.png")) == ["a.nobg.png", "a.png.nobg.png"]
+    names = sorted(p.name for p in tmp_path.glob("*.nobg.png"))
+    assert names == ["a.jpg.nobg.png", "a.png.nobg.png"]
 
 
 def test_several_folders_into_one_output_keep_their_names(server, tmp_path):
@@ -280,8 +283,17 @@ def test_same_named_photos_from_several_folders_all_keep_an_output(server, tmp_p
     out = tmp_path / "out"
     args = ["remove", *map(str, sources), "-o", f"{out}/", "--server", server, "-j", "3"]
     assert main(args) == 0
-    widths = sorted(Image.open(p).width for p in out.glob("*.png"))
-    assert widths == [8, 9, 10]  # none overwrote another
+    widths = {p.name: Image.open(p).width for p in out.glob("*.png")}
+    assert widths == {
+        "cam0-IMG_0001.JPG.png": 8,
+        "cam1-IMG_0001.JPG.png": 9,
+        "cam2-IMG_0001.JPG.png": 10,
+    }
+
+    # A photo added later gets its own output; none is handed another photo's.
+    _write(tmp_path / "cam3" / "IMG_0001.jpeg", encode_image(11, 8))
+    assert main([*args[:4], str(tmp_path / "cam3" / "IMG_0001.jpeg"), *args[4:]]) == 0
+    assert Image.open(out / "IMG_0001.jpeg.png").width == 11
     assert not list(out.glob(".*.part"))
 
 
@@ -292,6 +304,7 @@ def test_folders_search_linked_folders_and_report_broken_links(server, tmp_path,
     (photos / "linked").symlink_to(tmp_path / "elsewhere")
     (photos / "loop").symlink_to(photos)  # searched once, not forever
     (photos / "gone.jpg").symlink_to(tmp_path / "deleted.jpg")
+    (photos / "usbtrip").symlink_to(tmp_path / "unmounted")  # a folder link to nothing
     Image.open(io.BytesIO(encode_image(12, 10))).save(photos / "iphone.heic")
     Image.open(io.BytesIO(encode_image(14, 10))).save(photos / "web.avif")
     out = tmp_path / "out"
@@ -305,7 +318,44 @@ def test_folders_search_linked_folders_and_report_broken_links(server, tmp_path,
         "web.png": (14, 10),
     }
     err = capsys.readouterr().err
-    assert "4 processed, 1 failed" in err and "gone.jpg: a link to nothing" in err
+    assert "4 processed, 2 failed" in err and "gone.jpg: a link to nothing" in err
+    assert "usbtrip: a link to nothing" in err
+
+
+def test_a_camera_jpeg_with_a_preview_is_one_photo():
+    from serving import images
+
+    photo, preview = (Image.open(io.BytesIO(encode_image(w, 8))) for w in (16, 4))
+    buffer = io.BytesIO()
+    photo.save(buffer, "MPO", save_all=True, append_images=[preview])
+    assert Image.open(io.BytesIO(buffer.getvalue())).n_frames == 2  # as cameras write them
+    assert images.frames(buffer.getvalue()) == 1
+
+
+def test_short_writes_are_finished_and_a_full_output_is_an_error():
+    import errno
+
+    from serving import cli
+
+    class Stream:  # takes 5 bytes per write, then reports a full disk
+        def __init__(self, room: int) -> None:
+            self.data, self.room = b"", room
+
+        def write(self, data) -> int:
+            if len(self.data) >= self.room:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            taken = bytes(data[:5])
+            self.data += taken
+            return len(taken)
+
+        def flush(self) -> None:
+            pass
+
+    roomy = Stream(100)
+    cli._write_all(roomy, memoryview(b"0123456789abc"))
+    assert roomy.data == b"0123456789abc"
+    with pytest.raises(OSError, match="No space"):
+        cli._write_all(Stream(10), memoryview(b"0123456789abc"))
 
 
 def test_animations_use_their_first_frame_and_say_so(server, tmp_path, capsys):
@@ -388,9 +438,14 @@ def test_sigterm_stops_like_ctrl_c_and_counts_what_is_left(server, tmp_path):
     proc.terminate()
     err = proc.communicate(timeout=60)[1].decode()
     assert proc.returncode == 143, err
-    assert "not attempted" in err and err.strip().endswith("bgremove: interrupted")
+    assert err.strip().endswith("bgremove: interrupted")
+    counts = re.search(r"(\d+) processed, 0 failed, (\d+) not attempted", err)
+    assert counts, err
+    processed, left = map(int, counts.groups())
+    written = list(out.glob("*.png"))
+    assert processed == len(written) and processed + left == 300  # every photo told for
     assert not list(out.glob(".*.part"))
-    assert all(Image.open(p).size == (8, 8) for p in out.glob("*.png"))  # none half-written
+    assert all(Image.open(p).size == (8, 8) for p in written)  # none half-written
 
 
 def test_output_and_background_mistakes_say_what_to_do(tmp_path, capsys, monkeypatch):

@@ -18,7 +18,10 @@ class FoldTfxDumps(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno > logging.INFO or _TFX_PACKAGE not in record.pathname:
             return True
-        lines = record.getMessage().splitlines()
+        try:
+            lines = record.getMessage().splitlines()
+        except (TypeError, ValueError):  # bad format arguments: logging reports those itself
+            return True
         if len(lines) > MAX_TFX_LINES:
             first = lines[0] if len(lines[0]) <= 200 else lines[0][:200] + "…"
             record.msg = f"{first} [{len(lines) - 1} more lines: --verbose shows them]"
