@@ -175,8 +175,12 @@ def _seen_by(baseline_model: Model | None) -> set[str]:
     return seen_photos.read(os.path.dirname(keras_path(serving_dir))) or set()
 
 
-def _count_left_out(eval_files: list[str], seen: set[str]) -> int:
-    return sum(1 for i in seen_photos.example_ids(eval_files) if i in seen) if seen else 0
+def _left_out(eval_files: list[str], seen: set[str], data_dirs: list[str]) -> set[str]:
+    """The eval pair ids of photos the baseline trained on."""
+    if not seen:
+        return set()
+    keys = seen_photos.photo_keys(seen_photos.example_ids(eval_files), data_dirs)
+    return {pair_id for pair_id, key in keys.items() if key in seen}
 
 
 @tfx.dsl.components.component
@@ -190,6 +194,7 @@ def IoUEvaluator(  # noqa: N802 - TFX names components like classes
     min_speedup: tfx.dsl.components.Parameter[float] = 0.0,
     threshold: tfx.dsl.components.Parameter[float] = 0.5,
     folders: tfx.dsl.components.Parameter[str] = "[]",  # JSON list of id prefixes
+    data_dirs: tfx.dsl.components.Parameter[str] = "[]",  # JSON list: photo keys
     # The exported model training started from: the bar until a model is blessed here,
     # so that fine-tuning in a fresh pipeline root cannot push a model worse than its start.
     init_model: tfx.dsl.components.Parameter[str] = "",
@@ -207,11 +212,11 @@ def IoUEvaluator(  # noqa: N802 - TFX names components like classes
         baseline_source = init_model
         logging.info("No blessed model yet: the baseline is init_model %s", init_model)
     signatures = {name: m.signatures[defaults.SIGNATURE_BYTES] for name, m in loaded.items()}
-    seen = _seen_by(baseline_model)
+    seen = _left_out(eval_files, _seen_by(baseline_model), json.loads(data_dirs))
     scores = score_models(
         eval_files, signatures, threshold, folders=json.loads(folders), left_out=seen
     )
-    left_out = _count_left_out(eval_files, seen)
+    left_out = len(seen)
     if left_out:
         logging.info(
             "Left %d eval photos out of the comparison: the baseline trained on them "

@@ -92,6 +92,8 @@ def _list_folder(data_dir: str, prefix: str, group_pattern: str, listing: Listin
         listing.warnings.append(f"{data_dir}: folder is missing or empty")
         return
     rows = _csv_rows(data_dir, files, listing) if CSV_NAME in files else None
+    # A df.csv row names a photo that should be there; a lone mask is not a photo.
+    no_photo = "missing_image" if rows is not None else "mask_without_photo"
     if rows is None:
         rows = _stem_rows(files, prefix, listing)
         if not rows:
@@ -100,7 +102,7 @@ def _list_folder(data_dir: str, prefix: str, group_pattern: str, listing: Listin
     for image_rel, mask_rel in rows:
         name = prefix + (image_rel or mask_rel)
         if image_rel is None or image_rel not in files:
-            listing.skipped.append(Skip("missing_image", name))
+            listing.skipped.append(Skip(no_photo, name))
             continue
         if mask_rel is None or mask_rel not in files:
             listing.skipped.append(Skip("missing_mask", name))
@@ -202,6 +204,10 @@ def _stem_rows(
     ambiguous: set[str] = set()
     images = _by_stem(files, IMAGES_DIR, prefix, listing, ambiguous)
     masks = _by_stem(files, MASKS_DIR, prefix, listing, ambiguous)
+    for key in sorted(ambiguous):  # the other side's single file goes too, and is said
+        for single in (images.get(key), masks.get(key)):
+            if single is not None:
+                listing.skipped.append(Skip("duplicate_id", prefix + single))
     stems = sorted((set(images) | set(masks)) - ambiguous)
     lone_masks = {stem.casefold(): stem for stem in set(masks) - set(images)}
     cased = sorted(

@@ -3,8 +3,11 @@
 Ingestion splits by a hash order of the groups, so adding photos can move an old
 group from train to eval.  The last blessed model trained on that group; scored
 on it, it looks better than it is and can keep a better candidate from being
-blessed.  The Trainer records the ids of its train split beside the Keras model,
-and the IoUEvaluator leaves those photos out of the comparison.
+blessed.  The Trainer records its train photos beside the Keras model (with those
+its warm start trained on), and the IoUEvaluator leaves them out of the comparison.
+Photos are recorded by data folder and id within it, not by pair id: adding a data
+folder renames every pair id (the folder's name goes in front) and reshuffles the
+splits, which is when this matters most.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import os
 import tensorflow as tf
 
 from components import preprocessing as pp
+from components.pairs import id_prefixes
 
 FILE_NAME = "train_ids.json"
 
@@ -30,13 +34,26 @@ def example_ids(patterns: list[str]) -> list[str]:
     return sorted(ids)
 
 
-def write(keras_folder: str, ids: list[str]) -> None:
+def photo_keys(ids: list[str], data_dirs: list[str]) -> dict[str, str]:
+    """Pair id -> "<data folder>::<id within it>", which no other folder setting changes."""
+    pairs = zip(id_prefixes(data_dirs), data_dirs, strict=True)
+    prefixes = sorted(pairs, key=lambda p: -len(p[0]))
+    keys = {}
+    for pair_id in ids:
+        for prefix, folder in prefixes:
+            if pair_id.startswith(prefix):
+                keys[pair_id] = f"{folder.rstrip('/')}::{pair_id[len(prefix) :]}"
+                break
+    return keys
+
+
+def write(keras_folder: str, keys: list[str]) -> None:
     with tf.io.gfile.GFile(os.path.join(keras_folder, FILE_NAME), "w") as f:
-        json.dump(ids, f)
+        json.dump(sorted(keys), f)
 
 
 def read(keras_folder: str) -> set[str] | None:
-    """The train ids saved in ``keras_folder``; None for a model trained before they were."""
+    """The photo keys saved in ``keras_folder``; None for a model trained before they were."""
     path = os.path.join(keras_folder, FILE_NAME)
     if not tf.io.gfile.exists(path):
         return None

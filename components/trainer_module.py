@@ -244,6 +244,15 @@ def _serving_settings(
     }
 
 
+def _trained_on(cfg: dict, fn_args: tfx.components.FnArgs, source: str) -> list[str]:
+    """This run's train photos, and those of the model it warm-started from."""
+    ids = seen_photos.example_ids(fn_args.train_files)
+    keys = set(seen_photos.photo_keys(ids, cfg["data_dirs"]).values())
+    if source.endswith(KERAS_FILE):  # a warm start: the blessed model's Keras file
+        keys |= seen_photos.read(os.path.dirname(source)) or set()
+    return sorted(keys)
+
+
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     cfg = _settings(fn_args)
     keras.utils.set_random_seed(cfg["seed"])
@@ -346,7 +355,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     )
     settings, details = _serving_settings(cfg, as_served, photos_as_served)
     inference.save(os.path.dirname(keras_file), settings, **details)
-    seen_photos.write(os.path.dirname(keras_file), seen_photos.example_ids(fn_args.train_files))
+    seen_photos.write(os.path.dirname(keras_file), _trained_on(cfg, fn_args, source))
     export_saved_model(model, fn_args.serving_model_dir, settings)
     model.save(keras_file)
     shutil.rmtree(best_dir, ignore_errors=True)  # done: a rerun starts afresh

@@ -348,10 +348,15 @@ class ModelStore:
         # not leave a gap (the fallback goes once it is loaded), and one that fails
         # shows as failed while the fallback goes on serving.  Never under a pushed
         # folder's own number, which would hide that folder.
-        pushed_served = any(m.path != self._fallback for m in self._served.values())
-        numbered_one = (self._model_dir / "1").is_dir()
+        pushed_served = any(
+            version in found and model.path == found[version]
+            for version, model in self._served.items()
+        )  # served and still there: one deleted meanwhile brings the fallback back
+        # A folder 1 of its own, even one still being copied: the fallback would take
+        # its number, and its failure to load would vanish under the fallback's status.
+        one_pushed = (self._model_dir / "1").is_dir()
         fallback_ok = self._fallback is not None and self._fallback not in self._failed
-        if fallback_ok and not pushed_served and not numbered_one:
+        if fallback_ok and not pushed_served and not one_pushed:
             found[1] = self._fallback
         self._say_if_empty(bool(found))
         return found

@@ -31,7 +31,7 @@ EXPECTED_SKIPS = {
     "empty_file": ["images/zero_0001.jpg"],
     "unreadable_image": ["images/text_0001.png", "images/trunc_0001.jpg"],
     "missing_mask": ["images/nomask_0001.png"],
-    "missing_image": ["masks/noimage_0001.png"],
+    "mask_without_photo": ["masks/noimage_0001.png"],
     "size_mismatch": ["images/aspect_0001.png"],
     "empty_mask": ["images/empty_0001.png"],
 }
@@ -174,7 +174,7 @@ def test_report_counts_every_bad_case_by_reason(ingested):
     usable = sum(GOOD_VIDEOS.values()) + len(KEPT_SPECIALS)
     assert report["usable"] == usable
     # A mask without its photo is not a photo that failed: it does not count.
-    bad_photos = sum(len(names) for r, names in EXPECTED_SKIPS.items() if r != "missing_image")
+    bad_photos = sum(len(names) for r, names in EXPECTED_SKIPS.items() if r != "mask_without_photo")
     assert report["photos"] == usable + bad_photos
     assert report["usable_fraction"] == round(usable / (usable + bad_photos), 4)
     stored = ingested["stored"]
@@ -319,7 +319,8 @@ def test_pairing_by_stem_reports_strays(tmp_path):
     assert sorted((s.reason, s.name) for s in listing.skipped) == [
         ("duplicate_id", "images/a_1.jpg"),
         ("duplicate_id", "images/a_1.png"),
-        ("missing_image", "masks/c_3.png"),
+        ("duplicate_id", "masks/a_1.png"),  # its mask is not used either, and says so
+        ("mask_without_photo", "masks/c_3.png"),
         ("unsupported_extension", "images/notes.txt"),
     ]
 

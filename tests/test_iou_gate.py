@@ -172,3 +172,39 @@ def test_the_gate_reads_the_baselines_train_ids_from_its_artifact(tmp_path):
     seen_photos.write(str(tmp_path / "model" / "7" / "keras"), ["v1_0001"])
     assert iou_evaluator._seen_by(baseline) == {"v1_0001"}
     assert iou_evaluator._seen_by(None) == set()
+
+
+def test_photos_are_known_by_folder_so_adding_a_folder_renames_nothing(tmp_path):
+    from components import iou_evaluator, seen_photos
+
+    alone = seen_photos.photo_keys(["v1_0001"], ["/data/tiktok"])
+    together = seen_photos.photo_keys(["tiktok/v1_0001", "mine/a"], ["/data/tiktok", "/x/mine"])
+    assert alone["v1_0001"] == together["tiktok/v1_0001"] == "/data/tiktok::v1_0001"
+    assert together["mine/a"] == "/x/mine::a"
+
+    path = str(tmp_path / "eval.gz")  # after adding /x/mine, v1_0001 moved into eval
+    with tf.io.TFRecordWriter(path, options="GZIP") as writer:
+        for example_id in ("tiktok/v1_0001", "mine/a"):
+            blank = np.zeros((4, 4), np.uint8)
+            writer.write(_example(np.zeros((4, 4, 3), np.uint8), blank, example_id))
+    seen = set(alone.values())
+    left_out = iou_evaluator._left_out([path], seen, ["/data/tiktok", "/x/mine"])
+    assert left_out == {"tiktok/v1_0001"}
+
+
+def test_a_warm_start_also_remembers_what_its_base_model_trained_on(tmp_path):
+    from types import SimpleNamespace
+
+    from components import seen_photos, trainer_module
+
+    path = str(tmp_path / "train.gz")
+    with tf.io.TFRecordWriter(path, options="GZIP") as writer:
+        blank = np.zeros((4, 4), np.uint8)
+        writer.write(_example(np.zeros((4, 4, 3), np.uint8), blank, "v2_0001"))
+    base = tmp_path / "base" / "keras"
+    base.mkdir(parents=True)
+    seen_photos.write(str(base), ["/d::v1_0001"])
+    cfg, fn_args = {"data_dirs": ["/d"]}, SimpleNamespace(train_files=[path])
+    warm = trainer_module._trained_on(cfg, fn_args, str(base / trainer_module.KERAS_FILE))
+    assert warm == ["/d::v1_0001", "/d::v2_0001"]
+    assert trainer_module._trained_on(cfg, fn_args, "models/bgremover/1") == ["/d::v2_0001"]

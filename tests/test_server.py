@@ -379,7 +379,9 @@ def test_fallback_model_serves_until_a_version_is_pushed(tiny_model, tmp_path):
         server.stop()
 
 
-def test_the_fallback_serves_until_the_first_push_has_loaded(tiny_model, tmp_path):
+def test_the_fallback_serves_until_the_first_push_has_loaded_and_after_it_is_gone(
+    tiny_model, tmp_path
+):
     """A push still settling or loading must not leave a moment with nothing served."""
     server = LocalServer(
         tmp_path / "serving", port=0, poll_seconds=0.1, settle_seconds=1.0,
@@ -395,6 +397,14 @@ def test_the_fallback_serves_until_the_first_push_has_loaded(tiny_model, tmp_pat
             seen.add(tuple(server.store.served_versions()))
             time.sleep(0.01)
         assert server.store.served_versions() == [5]
+        assert () not in seen, seen
+
+        shutil.rmtree(tmp_path / "serving" / NAME / "5")  # pushes deleted: back to the fallback
+        seen.clear()
+        while server.store.served_versions() != [1] and time.monotonic() < deadline:
+            seen.add(tuple(server.store.served_versions()))
+            time.sleep(0.01)
+        assert server.store.served_versions() == [1]
         assert () not in seen, seen
     finally:
         server.stop()

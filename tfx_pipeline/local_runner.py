@@ -76,6 +76,9 @@ def only_run_in(root: str) -> Iterator[None]:
     Two at once would each find no blessed model (or the same one), both be blessed
     against it, and the later push, not the better model, would be served.
     """
+    if config_lib.is_uri(root):  # an object store has no file locks: nothing to hold
+        yield
+        return
     os.makedirs(root, exist_ok=True)
     with open(os.path.join(root, ".run.lock"), "a+") as lock:
         try:
@@ -85,7 +88,7 @@ def only_run_in(root: str) -> Iterator[None]:
             holder = lock.read().strip() or "another process"
             raise RootInUse(
                 f"another pipeline run ({holder}) is using {root}: wait for it to end, "
-                "or give this run its own PIPELINE_ROOT"
+                "or give this run its own PIPELINE_ROOT and SERVING_DIR"
             ) from None
         lock.seek(0)
         lock.truncate()
@@ -154,7 +157,8 @@ def check_local_paths(config: config_lib.PipelineConfig) -> config_lib.PipelineC
 
 
 def _check_writable(name: str, path: str) -> None:
-    """A read-only place fails now, named by its setting, not in a component's traceback."""
+    """A read-only place fails now, named by its setting, not in a component's traceback
+    (checked, not created: the sample run writes its models elsewhere)."""
     if not path or config_lib.is_uri(path):
         return
     existing = path
@@ -162,10 +166,6 @@ def _check_writable(name: str, path: str) -> None:
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing) or not os.access(existing, os.W_OK):
         raise ValueError(f"{name} {path}: cannot write there ({existing} is not a writable folder)")
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as error:
-        raise ValueError(f"{name} {path}: cannot write there ({error.strerror})") from None
 
 
 if __name__ == "__main__":

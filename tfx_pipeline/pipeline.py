@@ -85,6 +85,7 @@ def create_pipeline(
         threshold=config.threshold,
         folders=json.dumps([p for p in id_prefixes(config.data_dirs) if p]),
         init_model=config.init_model,
+        data_dirs=json.dumps(config.data_dirs),
     )
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"],
