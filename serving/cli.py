@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +79,10 @@ examples:
 # time: 3.4 GB, but 1.7x slower).
 BIG_PHOTO_PIXELS = 20_000_000
 _BIG_PHOTOS = threading.Semaphore(2)
+# Photos this large (a 200 MP one takes 4.9 GB) go alone: they take both slots, one
+# such photo at a time, so two of them never wait on each other's second slot.
+HUGE_PHOTO_PIXELS = 100_000_000
+_HUGE_PHOTOS = threading.Lock()
 # The largest photo opened: above the 200 MP phones shoot, which Pillow's own
 # decompression-bomb guard (179 MP) refuses.  One of 200 MP took 37 s and 4.9 GB.
 MAX_PHOTO_PIXELS = 250_000_000
@@ -546,7 +551,7 @@ def _process(
     from serving import compositing, images
 
     source = sys.stdin.buffer.read() if task.source == STDIO else task.source
-    with _BIG_PHOTOS if _pixels(source) > BIG_PHOTO_PIXELS else contextlib.nullcontext():
+    with _memory_slots(_pixels(source)):
         if args.mask_only:
             mask = remover.mask(source)
             result = compositing.alpha_from_mask(mask, mask.size, args.threshold, args.feather)
@@ -555,6 +560,18 @@ def _process(
         _save(result, task)
     frames = images.frames(source)
     return f"the first of its {frames} frames only" if frames > 1 else None
+
+
+@contextlib.contextmanager
+def _memory_slots(pixels: int) -> Iterator[None]:
+    """Holds what a photo of this size needs of the big-photo slots while it is cut out."""
+    with contextlib.ExitStack() as stack:
+        if pixels > HUGE_PHOTO_PIXELS:
+            stack.enter_context(_HUGE_PHOTOS)
+            stack.enter_context(_BIG_PHOTOS)
+        if pixels > BIG_PHOTO_PIXELS:
+            stack.enter_context(_BIG_PHOTOS)
+        yield
 
 
 def _pixels(source: Path | str | bytes) -> int:

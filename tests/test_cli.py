@@ -274,6 +274,11 @@ def test_photos_over_20_megapixels_go_two_at_a_time(tmp_path, monkeypatch):
     monkeypatch.setattr(cli, "BIG_PHOTO_PIXELS", 10_000)
     assert cli.main(["remove", str(photos), "-o", str(tmp_path / "out2"), "-j", "4"]) == 0
     assert peak[0] > 2  # small photos go as many at once as --jobs
+    peak[0] = 0
+    monkeypatch.setattr(cli, "BIG_PHOTO_PIXELS", 50)
+    monkeypatch.setattr(cli, "HUGE_PHOTO_PIXELS", 50)  # every one is huge now: one at a time
+    assert cli.main(["remove", str(photos), "-o", str(tmp_path / "out3"), "-j", "4"]) == 0
+    assert peak[0] == 1 and len(list((tmp_path / "out3").glob("*.png"))) == 4
 
 
 def test_same_named_photos_from_several_folders_all_keep_an_output(server, tmp_path):
