@@ -88,6 +88,10 @@ _HUGE_PHOTOS = threading.Lock()
 MAX_PHOTO_PIXELS = 250_000_000
 
 
+# Options every command takes, which people also put before it.
+_COMMAND_OPTIONS = ("--server", "--model", "--version", "--label", "--timeout")
+
+
 class UsageError(Exception):
     """Bad arguments: reported as one line, exit status 2."""
 
@@ -287,6 +291,14 @@ def run_rollout(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0].split("=")[0] in _COMMAND_OPTIONS:
+        print(
+            f"bgremove: error: {argv[0].split('=')[0]} goes after the command, "
+            f"e.g. bgremove status {argv[0]} ...",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help or an argparse usage error

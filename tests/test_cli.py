@@ -230,6 +230,11 @@ def test_unwritable_output_and_unreadable_stdin_read_plainly(server, tmp_path, c
     assert "-: not a readable image (unknown image format)" in done.stderr.decode()
 
 
+def test_an_option_before_the_command_says_where_it_goes(capsys):
+    assert main(["--server", "localhost:1", "status"]) == 2
+    assert "--server goes after the command, e.g. bgremove status" in capsys.readouterr().err
+
+
 def test_an_empty_folder_is_a_failure(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["remove", str(tmp_path / "empty")]) == 1
