@@ -166,13 +166,28 @@ def promote(model: ModelConfig) -> Change:
 
 
 def rollback(model: ModelConfig) -> Change:
-    """canary := stable's version; only that version stays listed."""
-    stable, canary = _labelled(model, "roll back")
-    if stable == canary and _specific(model) == {stable}:
+    """canary := stable's version; only that version stays listed.
+
+    Also after a set-canary whose version failed to load, which leaves it listed
+    beside stable with no canary label yet: TF Serving pods that restart wait for
+    every listed version, so a broken one must not stay.
+    """
+    labels = model.version_labels
+    if STABLE not in labels:
+        raise RolloutError(
+            "nothing to roll back: the config has no stable label "
+            "(bgremove rollout set-canary VERSION --stable VERSION)"
+        )
+    stable = labels[STABLE]
+    canary = labels.get(CANARY, stable)
+    extra = sorted((_specific(model) or set()) - {stable})
+    if canary == stable and not extra:
         return Change(f"canary and stable are both version {stable} already", changed=False)
-    model.version_labels[CANARY] = stable
+    if CANARY in labels:
+        labels[CANARY] = stable
     _keep(model, {stable})
-    return Change(f"canary -> version {stable} (was {canary}); version {canary} unlisted")
+    unlisted = f"; unlisted version {', '.join(map(str, extra))}" if extra else ""
+    return Change(f"canary -> version {stable} (was {canary}){unlisted}")
 
 
 # ------------------------------------------------------------------ where it is stored
@@ -403,7 +418,12 @@ def run(
         )
         return
     echo(f"waiting for version {version} to be AVAILABLE at {server}")
-    wait_until_available(server, model_name, version, timeout)
+    try:
+        wait_until_available(server, model_name, version, timeout)
+    except RolloutError as error:
+        raise RolloutError(
+            f"{error}; it stays listed beside stable: `bgremove rollout rollback` unlists it"
+        ) from None
     change = set_canary(model, version)
     _apply(target, config, original, server, timeout)
     echo(f"{target.description}: {change.summary}")

@@ -73,6 +73,14 @@ def test_file_edits_parse_as_tf_serving_config(tmp_path, capsys):
     assert policy(path) == ([4, 5], {"stable": 4, "canary": 5})
     assert bgremove("rollback", *target) == 0
     assert policy(path) == ([4], {"stable": 4, "canary": 4})
+    assert "(was 5); unlisted version 5" in capsys.readouterr().out
+
+    # A version listed but never labelled (its load failed): rollback unlists it too.
+    assert bgremove("set-canary", "6", *target) == 0
+    assert policy(path) == ([4, 6], {"stable": 4, "canary": 4})
+    assert bgremove("rollback", *target) == 0
+    assert policy(path) == ([4], {"stable": 4, "canary": 4})
+    assert "unlisted version 6" in capsys.readouterr().out
 
     assert bgremove("show", *target) == 0
     shown = capsys.readouterr().out
