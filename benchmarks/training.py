@@ -73,7 +73,7 @@ def _fit_rates(files: list[str], config: PipelineConfig, warmup: int, steps: int
     model.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate),
         loss=losses.make_loss(weight, config.dice_weight),
-        metrics=[losses.ForegroundIoU(config.threshold), losses.pixel_accuracy],
+        metrics=[losses.ForegroundIoU(config.threshold)],
     )
     ends: list[float] = []
 

@@ -21,9 +21,10 @@ USABLE, SKIPPED, NOTED = "usable", "skipped", "noted"
 # (NOTED, note, name) for a usable pair worth a look
 Outcome = tuple[str, str, Any]
 # Files that were never candidates (sidecars, notes, RAW files) and masks without a
-# photo: listed, but they do not count against min_usable_fraction.  A df.csv row whose
-# photo is missing does count: a wrong path in it must not pass unnoticed.
-NOT_PHOTOS = ("unsupported_extension", "mask_without_photo")
+# photo or of an ambiguous stem: listed, but they do not count against
+# min_usable_fraction.  A df.csv row whose photo is missing does count: a wrong path
+# in it must not pass unnoticed.
+NOT_PHOTOS = ("unsupported_extension", "mask_without_photo", "duplicate_mask")
 
 
 class IngestionError(RuntimeError):

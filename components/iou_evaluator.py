@@ -176,11 +176,22 @@ def _seen_by(baseline_model: Model | None) -> set[str]:
 
 
 def _left_out(eval_files: list[str], seen: set[str], data_dirs: list[str]) -> set[str]:
-    """The eval pair ids of photos the baseline trained on."""
+    """The eval pair ids of photos the baseline trained on; none if that is all of them."""
     if not seen:
         return set()
     keys = seen_photos.photo_keys(seen_photos.example_ids(eval_files), data_dirs)
-    return {pair_id for pair_id, key in keys.items() if key in seen}
+    left_out = {pair_id for pair_id, key in keys.items() if key in seen}
+    if left_out and len(left_out) == len(keys):
+        # Nothing would be left to compare on, and nothing could ever be blessed again
+        # on these data: compare on them all, and say the baseline has seen them.
+        logging.warning(
+            "The baseline trained on every one of the %d eval photos (the data folders "
+            "changed since it was trained); both models are scored on all of them, which "
+            "favours the baseline",
+            len(keys),
+        )
+        return set()
+    return left_out
 
 
 @tfx.dsl.components.component

@@ -67,16 +67,6 @@ def make_loss(foreground_weight: float, dice_weight: float, lovasz_weight: float
 
 
 @keras.saving.register_keras_serializable(package="bgremover")
-def pixel_accuracy(y_true, y_pred):
-    """Share of pixels on the right side of 0.5, logged for observation only.
-
-    Keras' binary_accuracy compares the label itself, which area resizing leaves at
-    0.9999999 instead of 1 inside the person: a perfect mask scored about 0.8.
-    """
-    return tf.reduce_mean(tf.cast((y_true > 0.5) == (y_pred > 0.5), tf.float32))
-
-
-@keras.saving.register_keras_serializable(package="bgremover")
 class ForegroundIoU(keras.metrics.Metric):
     """Dataset-level IoU of the person class: sum of intersections / sum of unions.
 

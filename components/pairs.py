@@ -23,6 +23,8 @@ IMAGES_DIR = "images"
 MASKS_DIR = "masks"
 CSV_NAME = "df.csv"
 IMAGE_EXTENSIONS = defaults.PHOTO_EXTENSIONS
+# The masks of a stem left out as ambiguous: listed, but not counted as photos.
+DUPLICATE_MASK = "duplicate_mask"
 TRAIN, EVAL = "train", "eval"
 SPLITS = (TRAIN, EVAL)
 
@@ -202,12 +204,12 @@ def _stem_rows(
     mask was drawn on cannot be told, and a wrong guess trains on a wrong label.
     """
     ambiguous: set[str] = set()
-    images = _by_stem(files, IMAGES_DIR, prefix, listing, ambiguous)
-    masks = _by_stem(files, MASKS_DIR, prefix, listing, ambiguous)
+    images = _by_stem(files, IMAGES_DIR, prefix, listing, ambiguous, "duplicate_id")
+    masks = _by_stem(files, MASKS_DIR, prefix, listing, ambiguous, DUPLICATE_MASK)
     for key in sorted(ambiguous):  # the other side's single file goes too, and is said
-        for single in (images.get(key), masks.get(key)):
+        for single, reason in ((images.get(key), "duplicate_id"), (masks.get(key), DUPLICATE_MASK)):
             if single is not None:
-                listing.skipped.append(Skip("duplicate_id", prefix + single))
+                listing.skipped.append(Skip(reason, prefix + single))
     stems = sorted((set(images) | set(masks)) - ambiguous)
     lone_masks = {stem.casefold(): stem for stem in set(masks) - set(images)}
     cased = sorted(
@@ -225,7 +227,7 @@ def _stem_rows(
 
 
 def _by_stem(
-    files: set[str], folder: str, prefix: str, listing: Listing, ambiguous: set[str]
+    files: set[str], folder: str, prefix: str, listing: Listing, ambiguous: set[str], reason: str
 ) -> dict[str, str]:
     """The file of each key in a folder (any letter case, subfolders included); keys
     with several files are added to ``ambiguous`` and each of their files skipped."""
@@ -241,7 +243,7 @@ def _by_stem(
     for key, rels in by_key.items():
         if len(rels) > 1:
             ambiguous.add(key)
-            listing.skipped.extend(Skip("duplicate_id", prefix + rel) for rel in rels)
+            listing.skipped.extend(Skip(reason, prefix + rel) for rel in rels)
     return {key: rels[0] for key, rels in by_key.items() if len(rels) == 1}
 
 

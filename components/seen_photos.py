@@ -42,9 +42,14 @@ def photo_keys(ids: list[str], data_dirs: list[str]) -> dict[str, str]:
     for pair_id in ids:
         for prefix, folder in prefixes:
             if pair_id.startswith(prefix):
-                keys[pair_id] = f"{folder.rstrip('/')}::{pair_id[len(prefix) :]}"
+                keys[pair_id] = f"{_where(folder)}::{pair_id[len(prefix) :]}"
                 break
     return keys
+
+
+def _where(folder: str) -> str:
+    """A local folder by its real path, so that a link to it names the same photos."""
+    return folder.rstrip("/") if "://" in folder else os.path.realpath(folder)
 
 
 def write(keras_folder: str, keys: list[str]) -> None:

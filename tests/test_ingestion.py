@@ -319,7 +319,7 @@ def test_pairing_by_stem_reports_strays(tmp_path):
     assert sorted((s.reason, s.name) for s in listing.skipped) == [
         ("duplicate_id", "images/a_1.jpg"),
         ("duplicate_id", "images/a_1.png"),
-        ("duplicate_id", "masks/a_1.png"),  # its mask is not used either, and says so
+        ("duplicate_mask", "masks/a_1.png"),  # its mask is not used either, and says so
         ("mask_without_photo", "masks/c_3.png"),
         ("unsupported_extension", "images/notes.txt"),
     ]

@@ -190,6 +190,14 @@ def test_photos_are_known_by_folder_so_adding_a_folder_renames_nothing(tmp_path)
     seen = set(alone.values())
     left_out = iou_evaluator._left_out([path], seen, ["/data/tiktok", "/x/mine"])
     assert left_out == {"tiktok/v1_0001"}
+    # All of them seen: nothing would be compared, and nothing blessed ever again.
+    everything = seen | {"/x/mine::a"}
+    assert iou_evaluator._left_out([path], everything, ["/data/tiktok", "/x/mine"]) == set()
+
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")  # the same photos through a link
+    by_link = seen_photos.photo_keys(["p"], [str(tmp_path / "link")])
+    assert by_link == seen_photos.photo_keys(["p"], [str(tmp_path / "real")])
 
 
 def test_a_warm_start_also_remembers_what_its_base_model_trained_on(tmp_path):
