@@ -3,6 +3,7 @@
 import argparse
 import logging
 import os
+from pathlib import Path
 
 import apache_beam as beam
 import pytest
@@ -10,6 +11,8 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.util import assert_that, equal_to
 
 from tfx_pipeline import config as config_lib
+
+SHIPPED = Path(__file__).resolve().parents[1] / "models" / "bgremover" / "1"
 
 
 def test_a_variant_states_only_what_it_changes(tmp_path):
@@ -79,6 +82,7 @@ def test_the_runner_says_what_is_wrong_in_one_line(tmp_path, capsys):
         ("--epoch", "2"): "unrecognized arguments: --epoch",
         ("--init-model", str(tmp_path)): "no SavedModel there",
         ("--image-width", "100"): "multiples of 16",
+        ("--init-model", str(SHIPPED)): "takes 256x192 photos, the configured model 128x128",
         ("--pipeline-root", "/dev/null/root"): "pipeline_root /dev/null/root: cannot write",
         ("--data-dir", __file__): "is a file: give the folder that holds images/",
         ("--data-dir", str(tmp_path / "typo")): f"data folder {tmp_path / 'typo'}: no such folder",

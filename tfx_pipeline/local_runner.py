@@ -142,6 +142,8 @@ def check_local_paths(config: config_lib.PipelineConfig) -> config_lib.PipelineC
     local = model and not config_lib.is_uri(model)
     if local and not os.path.isfile(os.path.join(model, "saved_model.pb")):
         raise ValueError(f"init_model {model}: no SavedModel there (saved_model.pb)")
+    if local:
+        _check_input_size(model, config)
     for name in ("pipeline_root", "serving_dir"):
         _check_writable(name, getattr(config, name))
     for folder in config.data_dirs:
@@ -154,6 +156,30 @@ def check_local_paths(config: config_lib.PipelineConfig) -> config_lib.PipelineC
         if not os.path.isdir(folder):
             raise ValueError(f"data folder {folder}: no such folder")
     return config
+
+
+def _check_input_size(model: str, config: config_lib.PipelineConfig) -> None:
+    """An export of another input size is another architecture: say so before ingestion,
+    from the SavedModel's float signature, without loading it."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    from serving import defaults
+
+    saved = saved_model_pb2.SavedModel()
+    with open(os.path.join(model, "saved_model.pb"), "rb") as f:
+        saved.ParseFromString(f.read())
+    signature = saved.meta_graphs[0].signature_def.get(defaults.SIGNATURE_FLOAT)
+    if signature is None or len(signature.inputs) != 1:
+        return  # not this project's export: the Trainer says what is wrong
+    [pixels] = signature.inputs.values()
+    size = [d.size for d in pixels.tensor_shape.dim][1:3]
+    if size != [config.image_height, config.image_width]:
+        raise ValueError(
+            f"init_model {model} takes {size[0]}x{size[1]} photos, the configured model "
+            f"{config.image_height}x{config.image_width}: set the encoder and image size it "
+            "was trained with (for the shipped models/bgremover/1: "
+            "CONFIG=configs/finetune-own-photos.toml)"
+        )
 
 
 def _check_writable(name: str, path: str) -> None:
