@@ -563,14 +563,14 @@ def _process(
     from serving import compositing, images
 
     source = sys.stdin.buffer.read() if task.source == STDIO else task.source
-    with _memory_slots(_pixels(source)):
+    pixels, frames = images.header(source)
+    with _memory_slots(pixels):
         if args.mask_only:
             mask = remover.mask(source)
             result = compositing.alpha_from_mask(mask, mask.size, args.threshold, args.feather)
         else:
             result = remover.remove(source, background, args.threshold, args.feather)
         _save(result, task)
-    frames = images.frames(source)
     return f"the first of its {frames} frames only" if frames > 1 else None
 
 
@@ -584,19 +584,6 @@ def _memory_slots(pixels: int) -> Iterator[None]:
         if pixels > BIG_PHOTO_PIXELS:
             stack.enter_context(_BIG_PHOTOS)
         yield
-
-
-def _pixels(source: Path | str | bytes) -> int:
-    """Width x height from the header (0 if unreadable: the real read reports it)."""
-    import io
-
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
-            return image.width * image.height
-    except Exception:  # an unreadable file fails properly later, with its reason
-        return 0
 
 
 def _check_options(args: argparse.Namespace) -> Background:

@@ -52,7 +52,7 @@ class InvalidImage(BackgroundRemoverError, ValueError):
 def load(source: ImageSource) -> Image.Image:
     """Opens a path, encoded bytes, PIL image or RGB array as upright 8-bit RGB at full size.
 
-    An animation or a multi-page file gives its first frame (``frames`` says how many).
+    An animation or a multi-page file gives its first frame (``header`` says how many).
     """
     if isinstance(source, Image.Image):
         return _upright_rgb(source)
@@ -81,20 +81,23 @@ def load(source: ImageSource) -> Image.Image:
         raise InvalidImage(f"not a readable image ({reason})") from err
 
 
-def frames(source: ImageSource) -> int:
-    """How many frames or pages the file holds (1 if it cannot tell)."""
+def header(source: ImageSource) -> tuple[int, int]:
+    """Width x height and the number of frames or pages, from the header alone;
+    (0, 1) if it cannot tell, as loading the photo then says why."""
     if isinstance(source, Image.Image):
-        return getattr(source, "n_frames", 1)
+        return source.width * source.height, getattr(source, "n_frames", 1)
+    if isinstance(source, np.ndarray):
+        return source.shape[0] * source.shape[1] if source.ndim >= 2 else 0, 1
     if not isinstance(source, (str, bytes, bytearray, memoryview, os.PathLike)):
-        return 1  # an array is one frame, and a file object is not read twice
+        return 0, 1  # a file object is not read twice
     try:
         encoded = isinstance(source, (bytes, bytearray, memoryview))
-        data = io.BytesIO(bytes(source)) if encoded else source
-        with Image.open(data) as image:
+        with Image.open(io.BytesIO(bytes(source)) if encoded else source) as image:
             # A camera JPEG with a preview opens as MPO of two frames: one photo all the same.
-            return getattr(image, "n_frames", 1) if image.format in _ANIMATED else 1
+            frames = getattr(image, "n_frames", 1) if image.format in _ANIMATED else 1
+            return image.width * image.height, frames
     except Exception:  # an unreadable file fails properly when it is loaded
-        return 1
+        return 0, 1
 
 
 def _from_array(array: np.ndarray) -> Image.Image:
