@@ -102,11 +102,9 @@ _SETTINGS_HINT = (
 )
 
 
-def load_exported(model: keras.Model, export_dir: str, photos: tf.data.Dataset) -> None:
-    """Sets ``model`` (unfolded, as configured) to the exported model's function.
-
-    ``photos`` yields batches of images at the model's input size.
-    """
+def _matched(model: keras.Model, export_dir: str) -> tuple[keras.Model, dict, dict]:
+    """``model`` folded, the export's values and the folded model's names for them;
+    raises if the export is not ``model``'s architecture."""
     pairs = foldable_pairs(model)
     if not all(norm.scale and norm.center for norm in pairs.values()):
         raise ValueError(f"{model.name}: unfolding needs BatchNorms with scale and center")
@@ -128,6 +126,22 @@ def load_exported(model: keras.Model, export_dir: str, photos: tf.data.Dataset) 
                 f"{export_dir}: {variable.path} has shape {value.shape}, the configured model "
                 f"{tuple(variable.shape)}: another architecture" + _SETTINGS_HINT
             )
+    return folded, values, names
+
+
+def check_exported(model: keras.Model, export_dir: str) -> None:
+    """Raises unless ``load_exported`` can start ``model`` from ``export_dir``: the runner
+    asks before ingestion, which takes minutes on real data."""
+    _matched(model, export_dir)
+
+
+def load_exported(model: keras.Model, export_dir: str, photos: tf.data.Dataset) -> None:
+    """Sets ``model`` (unfolded, as configured) to the exported model's function.
+
+    ``photos`` yields batches of images at the model's input size.
+    """
+    folded, values, names = _matched(model, export_dir)
+    pairs = foldable_pairs(model)
     for variable in folded.weights:
         variable.assign(values[names[variable.path]])
     restored = {}

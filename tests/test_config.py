@@ -83,6 +83,10 @@ def test_the_runner_says_what_is_wrong_in_one_line(tmp_path, capsys):
         ("--init-model", str(tmp_path)): "no SavedModel there",
         ("--image-width", "100"): "multiples of 16",
         ("--init-model", str(SHIPPED)): "takes 256x192 photos, the configured model 128x128",
+        (
+            *("--init-model", str(SHIPPED), "--image-height", "256", "--image-width", "192"),
+            *("--encoder", "unet"),
+        ): "another architecture; set the encoder",
         ("--pipeline-root", "/dev/null/root"): "pipeline_root /dev/null/root: cannot write",
         ("--data-dir", __file__): "is a file: give the folder that holds images/",
         ("--data-dir", str(tmp_path / "typo")): f"data folder {tmp_path / 'typo'}: no such folder",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import fcntl
 import logging
 import os
@@ -144,6 +145,7 @@ def check_local_paths(config: config_lib.PipelineConfig) -> config_lib.PipelineC
         raise ValueError(f"init_model {model}: no SavedModel there (saved_model.pb)")
     if local:
         _check_input_size(model, config)
+        _check_architecture(model, config)
     for name in ("pipeline_root", "serving_dir"):
         _check_writable(name, getattr(config, name))
     for folder in config.data_dirs:
@@ -180,6 +182,17 @@ def _check_input_size(model: str, config: config_lib.PipelineConfig) -> None:
             "was trained with (for the shipped models/bgremover/1: "
             "CONFIG=configs/finetune-own-photos.toml)"
         )
+
+
+def _check_architecture(model: str, config: config_lib.PipelineConfig) -> None:
+    """An export of the same input size but another encoder or UNet settings would
+    be refused by the Trainer, after ingestion: compare its variables now."""
+    from components.unet import build_configured_unet
+    from components.unfolding import check_exported
+
+    check_exported(
+        build_configured_unet(dataclasses.asdict(config), pretrained_weights=False), model
+    )
 
 
 def _check_writable(name: str, path: str) -> None:
