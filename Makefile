@@ -24,7 +24,7 @@ SHIPPED_MODEL := models/bgremover/1
 
 .DEFAULT_GOAL := help
 .PHONY: help setup test test-fast lint format pipeline serve remove status kubeflow kubeflow-submit \
-        k8s deploy deploy-models-config bench data lock protos tensorboard clean variants
+        k8s deploy deploy-models-config bench data lock protos tensorboard clean variants prune
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[1m%-21s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -51,6 +51,10 @@ pipeline: ## run the TFX pipeline locally (synthetic data unless DATA_DIR is set
 	  $(if $(EPOCHS),--epochs $(EPOCHS)) \
 	  $(if $(filter command line,$(origin PIPELINE_ROOT)),--pipeline-root $(PIPELINE_ROOT)) \
 	  $(if $(filter command line,$(origin SERVING_DIR)),--serving-dir $(SERVING_DIR)) $(ARGS)
+
+prune: ## free disk: delete pipeline artifacts older than the last 3 runs, keeping the blessed model (ARGS="--dry-run")
+	$(PY) -m tfx_pipeline.prune $(if $(CONFIG),--config $(CONFIG)) \
+	  $(if $(filter command line,$(origin PIPELINE_ROOT)),--pipeline-root $(PIPELINE_ROOT)) $(ARGS)
 
 variants: ## train each configs/variants/*.toml through the pipeline, one after another (~14 min each)
 	for config in configs/variants/*.toml; do $(MAKE) pipeline CONFIG=$$config || exit 1; done

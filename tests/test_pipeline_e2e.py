@@ -3,7 +3,8 @@
 Three runs share one pipeline root and ML Metadata store, as a user's would:
 a first model is pushed; an untrained one is evaluated against it and not
 pushed; a warm-started, longer-trained one beats it, is pushed as a higher
-version, and RolloutCheck sees a running local server serve it.
+version, and RolloutCheck sees a running local server serve it. Pruning then frees
+the old runs' artifacts, and a rerun does not reuse what was deleted.
 """
 
 import json
@@ -18,7 +19,7 @@ from ml_metadata.proto import metadata_store_pb2
 from serving import defaults
 from tests.serving_fixtures import start_local_server
 from tfx_pipeline import config as config_lib
-from tfx_pipeline import local_runner
+from tfx_pipeline import local_runner, prune
 
 pytestmark = pytest.mark.slow
 
@@ -134,6 +135,25 @@ def test_pipeline_pushes_only_better_models(tmp_path):
     [check] = [c for c in store.get_contexts_by_type("node") if c.name.endswith("RolloutCheck")]
     states = [e.last_known_state for e in store.get_executions_by_context(check.id)]
     assert states == [complete, complete], states  # nothing to check, then version 2 served
+
+    # Pruning to the last run frees the untrained model and keeps what the next run needs.
+    trainer = node_contexts["Trainer"].id
+    models = sorted(
+        (a for a in store.get_artifacts_by_context(trainer) if a.type == "Model"),
+        key=lambda a: a.id,
+    )
+    assert len(models) == 3
+    pruned = prune.prune(first.pipeline_root, keep_runs=1)
+    assert models[1].uri in pruned.deleted and not Path(models[1].uri).exists()
+    assert Path(models[0].uri).exists()  # the third run's baseline
+    assert pruned.blessed_model == models[2].uri and Path(models[2].uri).exists()
+    [gone] = store.get_artifacts_by_id([models[1].id])
+    assert gone.state == metadata_store_pb2.Artifact.DELETED
+    # The second run again: TFX's cache must not hand out the deleted model.
+    local_runner.run(_config(tmp_path, learning_rate=0.0, epochs=1))
+    trainer_runs = store.get_executions_by_context(trainer)
+    assert trainer_runs[-1].last_known_state == complete, trainer_runs[-1]
+    assert not _latest_evaluation(store)["blessed"]
 
     # Fine-tuning in a fresh pipeline root: the exported model it starts from is the bar,
     # so a run that learns nothing is not pushed as if there were no baseline.
