@@ -127,16 +127,43 @@ sandbox_exec() {
     esac
     binds+=(--bind "$entry" "$entry")
   done
-  [ -n "${HOME:-}" ] && [ -d "$HOME" ] && binds+=(--bind "$HOME" "$HOME")
-  binds+=(--bind "$PWD" "$PWD" --bind "$REPO" "$REPO" --bind "$CACHE" "$CACHE")
-  [ -d "$shared" ] && binds+=(--bind "$shared" "$shared")
+  local path
+  for path in ${HOME:+"$HOME"} "$PWD" "$REPO" "$CACHE" "$shared"; do
+    [ -d "$path" ] || continue
+    path="$(realpath "$path")"  # bwrap cannot bind onto a symlink (a linked ../shared)
+    binds+=(--bind "$path" "$path")
+  done
   local tmp="${TMPDIR:-/tmp}"
-  exec bwrap --die-with-parent --bind "$ROOTFS" / --proc /proc --dev /dev --bind "$tmp" "$tmp" \
-    "${binds[@]}" --chdir "$PWD" \
+  bwrap --die-with-parent --bind "$ROOTFS" / --proc /proc --dev /dev --bind "$tmp" "$tmp" \
+    "${binds[@]}" --chdir "$(pwd -P)" \
     --unsetenv PIP_FIND_LINKS --unsetenv PIP_CONSTRAINT --setenv PYTHONPATH "$REPO" \
     --setenv PATH "$VENV/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
     --setenv VIRTUAL_ENV "$VENV" --setenv BGR_IN_ENV 1 \
-    "$@"
+    "$@" <&0 &
+  forward_signals_to_child_of $!
+}
+
+# bwrap passes no signal on, and killing it kills the command at once: a TERM or
+# HUP for this script (kill, timeout, systemd) goes to the command instead, so that
+# `make serve` drains and `bgremove` finishes its photo.  Ctrl-C reaches the command
+# through the terminal; this script only waits.
+forward_signals_to_child_of() {
+  local pid=$1 status
+  forward() {
+    local children
+    children="$(cat /proc/"$pid"/task/*/children 2>/dev/null)"
+    # shellcheck disable=SC2086  # one pid a word
+    kill -"$1" ${children:-$pid} 2>/dev/null || true
+  }
+  trap 'forward TERM' TERM
+  trap 'forward HUP' HUP
+  trap ':' INT
+  while :; do
+    status=0
+    wait "$pid" || status=$?
+    kill -0 "$pid" 2>/dev/null || break  # a trapped signal ended the wait, not bwrap
+  done
+  exit "$status"
 }
 
 # Run a command where the venv's Python works: the sandbox or the host.

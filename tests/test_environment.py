@@ -56,3 +56,42 @@ def test_cli_entry_point_resolves():
     )
     assert result.returncode == 0, result.stderr
     assert "remove" in result.stdout
+
+
+def test_the_sandbox_wrapper_passes_a_stop_on_to_the_command():
+    """bwrap passes no signal on, and killing it kills the command at once: env.sh's
+    wrapper forwards TERM to the command (here a stand-in for bwrap and its child),
+    which then drains, and exits with the command's status."""
+    import re
+    import signal
+    from pathlib import Path
+
+    env_sh = (Path(__file__).parents[1] / "scripts" / "env.sh").read_text()
+    [function] = re.findall(r"^forward_signals_to_child_of\(\) \{.*?^\}$", env_sh, re.S | re.M)
+    command = (
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, lambda *_: (print('drained', flush=True), sys.exit(3)))\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    stand_in = f'bash -c \'"$0" -c "$1"; exit $?\' {sys.executable} "$COMMAND"'
+    wrapper = subprocess.Popen(
+        # env.sh runs with errexit: a wait that a trapped signal ends must not end the script
+        [
+            "bash",
+            "-euo",
+            "pipefail",
+            "-c",
+            f"{function}\n{stand_in} <&0 &\nforward_signals_to_child_of $!",
+        ],
+        env={"PATH": "/usr/bin:/bin", "COMMAND": command},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert wrapper.stdout.readline() == "ready\n"
+        wrapper.send_signal(signal.SIGTERM)
+        assert wrapper.stdout.readline() == "drained\n"
+        assert wrapper.wait(timeout=30) == 3
+    finally:
+        wrapper.kill()
