@@ -25,8 +25,10 @@ def header_pixels(image_bytes: tf.Tensor) -> tf.Tensor:
     """Width x height as a photo's header states it (JPEG, PNG, GIF, BMP, WebP; else 0), read
     before decoding, so that a small file claiming a huge size is refused before it
     takes gigabytes of memory (a decompression bomb)."""
-    head = tf.io.decode_raw(tf.strings.substr(image_bytes, 0, 30), tf.uint8)
-    head = tf.cast(tf.pad(head, [[0, 30 - tf.shape(head)[0]]]), tf.int64)
+    # The first 30 bytes, zero-padded: a shorter file must reach the decoder's own
+    # error, not fail here on reading past its end.
+    head_bytes = tf.strings.substr(tf.strings.join([image_bytes, b"\0" * 30]), 0, 30)
+    head = tf.cast(tf.io.decode_raw(head_bytes, tf.uint8), tf.int64)
 
     def big_endian(start: int, length: int) -> tf.Tensor:
         return tf.reduce_sum(
@@ -46,7 +48,7 @@ def header_pixels(image_bytes: tf.Tensor) -> tf.Tensor:
         return little_endian(18, 4) * height
 
     def webp() -> tf.Tensor:  # the three chunk kinds of the WebP container
-        chunk = tf.strings.substr(image_bytes, 12, 4)
+        chunk = tf.strings.substr(head_bytes, 12, 4)
         lossless = little_endian(21, 4)  # 14 bits each, minus one
         return tf.case(
             [
@@ -62,22 +64,27 @@ def header_pixels(image_bytes: tf.Tensor) -> tf.Tensor:
             default=lambda: little_endian(26, 2) % 2**14 * (little_endian(28, 2) % 2**14),
         )
 
-    magic = tf.strings.substr(image_bytes, 0, 4)
+    magic = tf.strings.substr(head_bytes, 0, 4)
     return tf.case(
         [
             (tf.strings.substr(magic, 0, 3) == b"\xff\xd8\xff", jpeg),
             (magic == b"\x89PNG", lambda: big_endian(16, 4) * big_endian(20, 4)),
             (magic == b"GIF8", lambda: little_endian(6, 2) * little_endian(8, 2)),
             (tf.strings.substr(magic, 0, 2) == b"BM", bmp),
-            (tf.strings.substr(image_bytes, 8, 4) == b"WEBP", webp),
+            (tf.strings.substr(head_bytes, 8, 4) == b"WEBP", webp),
         ],
         default=lambda: tf.constant(0, tf.int64),
     )
 
 
 def decode_rgb(image_bytes: tf.Tensor) -> tf.Tensor:
-    """JPEG, PNG (8 or 16 bit, gray, palette, alpha), GIF or BMP to float RGB in [0, 1]."""
-    image = tf.io.decode_image(image_bytes, channels=3, dtype=tf.float32, expand_animations=False)
+    """JPEG, PNG (8 or 16 bit, gray, palette, alpha), GIF, BMP or WebP to float RGB in [0, 1].
+
+    Decoded as 8 bits, then scaled: decoding to float at once refuses WebP and aborts
+    the whole process (std::bad_alloc in TF 2.21) on a BMP stored top row first.
+    """
+    image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+    image = tf.image.convert_image_dtype(image, tf.float32)
     image.set_shape([None, None, 3])
     return image
 

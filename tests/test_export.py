@@ -120,3 +120,49 @@ def test_a_trained_keras_model_can_be_exported_again(tmp_path):
     pixels = np.random.default_rng(3).random((1, 32, 16, 3), dtype=np.float32)
     served = loaded.signatures[defaults.SIGNATURE_FLOAT](pixels=tf.constant(pixels))
     np.testing.assert_allclose(served["probabilities"].numpy(), model(pixels).numpy(), atol=1e-6)
+
+
+def _encoded(pixels: np.ndarray, fmt: str, **options) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def _top_row_first_bmp(pixels: np.ndarray) -> bytes:
+    """A BMP with a negative height: rows stored from the top, as many tools write them."""
+    import struct
+
+    bottom_up = bytearray(_encoded(pixels[::-1], "BMP"))  # Pillow stores the bottom row first
+    height = struct.unpack_from("<i", bottom_up, 22)[0]
+    struct.pack_into("<i", bottom_up, 22, -height)
+    return bytes(bottom_up)
+
+
+def test_every_lossless_encoding_of_a_photo_gets_the_same_mask(tmp_path):
+    """Decoding to float at once refused WebP, and a top-down BMP killed the whole
+    server process (std::bad_alloc), TF Serving's as much as ours."""
+    export_saved_model(build_unet(32, 32, filters=4, depth=2), str(tmp_path))
+    serve = tf.saved_model.load(str(tmp_path)).signatures[defaults.SIGNATURE_BYTES]
+    pixels = np.random.default_rng(2).integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    photos = {
+        "png": png_bytes(pixels),
+        "webp": _encoded(pixels, "WEBP", lossless=True),
+        "bmp": _encoded(pixels, "BMP"),
+        "top-down bmp": _top_row_first_bmp(pixels),
+    }
+    masks = serve(**{defaults.INPUT_IMAGES: tf.constant(list(photos.values()))})
+    masks = masks[defaults.OUTPUT_MASK].numpy()
+    for name, mask in zip(photos, masks, strict=True):
+        np.testing.assert_array_equal(mask, masks[0], err_msg=name)
+
+
+@pytest.mark.parametrize("data", [b"", b"\x89PN", b"RIFF\0\0\0\0WEB"], ids=["empty", "3", "11"])
+def test_a_file_shorter_than_its_header_gets_the_decoders_error(tmp_path, data):
+    export_saved_model(build_unet(32, 32, filters=4, depth=2), str(tmp_path))
+    serve = tf.saved_model.load(str(tmp_path)).signatures[defaults.SIGNATURE_BYTES]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="Unknown image file|Input is empty"):
+        serve(**{defaults.INPUT_IMAGES: tf.constant([data])})
