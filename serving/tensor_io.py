@@ -7,6 +7,7 @@ plus a readable dtype/shape message instead of a graph-execution error.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 
 import grpc
@@ -47,6 +48,35 @@ def _check_shape(alias: str, shape: tuple[int, ...], expected: tensor_shape_pb2.
         )
 
 
+_VALUE_FIELDS = (
+    "float_val",
+    "double_val",
+    "int_val",
+    "int64_val",
+    "string_val",
+    "bool_val",
+    "half_val",
+    "uint32_val",
+    "uint64_val",
+)
+
+
+def _check_declared(alias: str, proto: tensor_pb2.TensorProto, shape: tuple[int, ...]) -> None:
+    """Every declared element sent: TensorProto's fill rule (the last value repeated)
+    would let a 40-byte request declare 10^8 photos and take all the server's memory."""
+    if any(size < 0 for size in shape):
+        raise _invalid(f"input {alias!r} has a negative size in its shape {_shape_text(shape)}")
+    if proto.tensor_content:
+        return  # make_ndarray checks its length against the shape
+    values = sum(len(getattr(proto, name)) for name in _VALUE_FIELDS)
+    elements = math.prod(shape)
+    if values != elements:
+        raise _invalid(
+            f"input {alias!r} declares shape {_shape_text(shape)} ({elements} values) "
+            f"but holds {values}"
+        )
+
+
 def parse_inputs(
     signature: meta_graph_pb2.SignatureDef, inputs: Mapping[str, tensor_pb2.TensorProto]
 ) -> dict[str, np.ndarray]:
@@ -67,12 +97,13 @@ def parse_inputs(
                 f"input {alias!r} must be {_dtype_name(info.dtype)} "
                 f"but {_dtype_name(proto.dtype)} was sent"
             )
+        declared = tuple(d.size for d in proto.tensor_shape.dim)
+        _check_declared(alias, proto, declared)
+        _check_shape(alias, declared, info.tensor_shape)
         try:
-            array = tf.make_ndarray(proto)
+            arrays[alias] = tf.make_ndarray(proto)
         except (TypeError, ValueError) as error:
             raise _invalid(f"tensor parsing error: {alias} ({error})") from error
-        _check_shape(alias, array.shape, info.tensor_shape)
-        arrays[alias] = array
     return arrays
 
 

@@ -250,6 +250,22 @@ def test_wrong_dtype_shape_inputs_and_signature(shared):
     assert unknown.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
+def test_a_shape_its_values_do_not_fill_is_refused_before_allocating(shared):
+    """TensorProto repeats its last value to fill the shape: a 40-byte request declaring
+    10^8 photos took the server to 22 GB and the kernel's OOM killer."""
+    _, client = shared
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = NAME
+    request.inputs[defaults.INPUT_IMAGES].CopyFrom(tf.make_tensor_proto([b"x"]))
+    request.inputs[defaults.INPUT_IMAGES].tensor_shape.dim[0].size = 10**8
+    error = error_of(lambda: client.predict_stub.Predict(request, timeout=10))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "declares shape [100000000] (100000000 values) but holds 1" in error.details()
+    request.inputs[defaults.INPUT_IMAGES].tensor_shape.dim[0].size = -1
+    error = error_of(lambda: client.predict_stub.Predict(request, timeout=10))
+    assert "negative size" in error.details()
+
+
 def test_float_signature_runs(shared):
     _, client = shared
     request = predict_pb2.PredictRequest()
