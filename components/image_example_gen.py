@@ -122,6 +122,9 @@ class DecodePairFn(beam.DoFn):
 
 
 def _read(path: str) -> bytes:
+    if "://" not in path and not os.path.isfile(path):  # a pipe would block forever
+        reason = "a link to nothing" if os.path.islink(path) else "not a regular file"
+        raise Rejected("read_error", f"{path}: {reason}")
     try:
         with tf.io.gfile.GFile(path, "rb") as f:
             return f.read()

@@ -245,6 +245,29 @@ def test_nothing_usable_fails_the_component(tmp_path):
     assert report["usable"] == 0
 
 
+@pytest.mark.timeout(180)
+def test_links_to_nothing_and_pipes_are_skipped_and_counted(tmp_path):
+    """A dangling link crashed the run while it was being built, and a named pipe
+    (FIFO) blocked ingestion forever."""
+    data = tmp_path / "odd"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    for n in range(4):
+        _save(_photo(n), data / "images" / f"v{n}_0001.png")
+        _save(_mask(), data / "masks" / f"v{n}_0001.png")
+    (data / "images" / "gone_0001.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    os.mkfifo(data / "images" / "pipe_0001.jpg")
+    for stem in ("gone_0001", "pipe_0001"):
+        _save(_mask(), data / "masks" / f"{stem}.png")
+    run_executor(tmp_path / "out", [data])
+    report = json.loads((tmp_path / "out" / "ingestion_report.json").read_text())
+    assert report["usable"] == 4
+    assert report["skipped_examples"]["read_error"] == [
+        "images/gone_0001.jpg",
+        "images/pipe_0001.jpg",
+    ]
+
+
 def test_empty_folder_fails_with_a_clear_message(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(
