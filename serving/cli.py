@@ -383,9 +383,10 @@ def _format_of(path: Path) -> str:
     return fmt
 
 
-def _find_images(folder: Path, exclude: Path | None) -> tuple[list[Path], list[Path]]:
+def _find_images(folder: Path, exclude: Path | None) -> tuple[list[Path], list[tuple[Path, str]]]:
     """Photos under ``folder``, through linked folders too (each real folder once), and
-    links that lead nowhere (a photo deleted, a drive not mounted), whatever their name."""
+    what cannot be read, with why: links that lead nowhere (a photo deleted, a drive not
+    mounted), whatever their name, and pipes or devices named like photos."""
     found, broken, visited = [], [], set()
     for root, dirs, files in os.walk(folder, followlinks=True):
         real = os.path.realpath(root)
@@ -396,11 +397,20 @@ def _find_images(folder: Path, exclude: Path | None) -> tuple[list[Path], list[P
         dirs.sort()
         for name in files:  # os.walk lists a link to nothing among the files
             path = Path(root, name)
-            if path.is_symlink() and not path.exists():
-                broken.append(path)
-            elif path.suffix.lower() in defaults.PHOTO_EXTENSIONS and path.is_file():
-                found.append(path)
+            if path.is_file():
+                if path.suffix.lower() in defaults.PHOTO_EXTENSIONS:
+                    found.append(path)
+            elif path.is_symlink() or path.suffix.lower() in defaults.PHOTO_EXTENSIONS:
+                broken.append((path, _why_unreadable(path)))
     return sorted(found), sorted(broken)
+
+
+def _why_unreadable(path: Path) -> str:
+    if path.is_symlink() and not path.exists():
+        return "a link to nothing"
+    if not path.exists():
+        return "no such file or folder"
+    return "not a regular file"  # a pipe or device: reading it could block forever
 
 
 def plan(args: argparse.Namespace) -> tuple[list[Task], list[tuple[str, str]]]:
@@ -451,9 +461,9 @@ def plan(args: argparse.Namespace) -> tuple[list[Task], list[tuple[str, str]]]:
             for path in photos:
                 rel = path.relative_to(source).with_suffix(suffix)
                 tasks.append(Task(path, target / rel, FORMATS[suffix]))
-            failed.extend((str(path), "a link to nothing") for path in broken)
+            failed.extend((str(path), why) for path, why in broken)
         elif not source.is_file():
-            failed.append((name, "no such file or folder"))
+            failed.append((name, _why_unreadable(source)))
         elif output == STDIO:
             tasks.append(Task(source, STDIO, FORMATS[suffix]))
         elif single and output is not None and out_dir is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import re
 import socket
 import subprocess
@@ -330,6 +331,20 @@ def test_folders_search_linked_folders_and_report_broken_links(server, tmp_path,
     err = capsys.readouterr().err
     assert "4 processed, 2 failed" in err and "gone.jpg: a link to nothing" in err
     assert "usbtrip: a link to nothing" in err
+
+
+@pytest.mark.timeout(120)
+def test_a_pipe_named_like_a_photo_is_reported_not_read(server, tmp_path, capsys):
+    """Reading a named pipe blocks until something writes to it: never, here."""
+    photos = tmp_path / "photos"
+    _write(photos / "a.png", encode_image(8, 8, "PNG"))
+    os.mkfifo(photos / "camera.jpg")
+    os.mkfifo(photos / "notes.txt")  # not named like a photo: not ours to mention
+    assert main(["remove", str(photos), "-o", str(tmp_path / "out"), "--server", server]) == 1
+    err = capsys.readouterr().err
+    assert "1 processed, 1 failed" in err and "camera.jpg: not a regular file" in err
+    assert main(["remove", str(photos / "camera.jpg"), "--server", server]) == 1
+    assert "camera.jpg: not a regular file" in capsys.readouterr().err
 
 
 def test_a_camera_jpeg_with_a_preview_is_one_photo():
