@@ -6,6 +6,7 @@ of photos; reading and validating the files happens per pair inside Beam.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
@@ -155,23 +156,26 @@ def _csv_rows(
 ) -> list[tuple[str | None, str | None]] | None:
     """Rows of df.csv; None (with a warning) when it lacks the images/masks columns."""
     path = posixpath.join(data_dir, CSV_NAME)
-    raw = tf.io.gfile.GFile(path, "rb").read()
+    text = _csv_text(tf.io.gfile.GFile(path, "rb").read())
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:  # saved by Excel on Windows
-        text = raw.decode("cp1252", errors="replace")
-    reader = csv.DictReader(io.StringIO(text))
-    if not reader.fieldnames or not {"images", "masks"} <= set(reader.fieldnames):
+        fieldnames = reader.fieldnames
+        if not fieldnames or not {"images", "masks"} <= set(fieldnames):
+            listing.warnings.append(
+                f"{path}: no 'images,masks' columns (found {fieldnames}); paired by file name"
+            )
+            return None
+        rows = []
+        for row in reader:
+            image = _normalise(row.get("images"), data_dir)
+            mask = _normalise(row.get("masks"), data_dir)
+            if image or mask:
+                rows.append((image, mask))
+    except csv.Error as error:  # a binary file, a field over the csv module's 128 KB
         listing.warnings.append(
-            f"{path}: no 'images,masks' columns (found {reader.fieldnames}); paired by file name"
+            f"{path}: not a readable CSV (line {reader.line_num}: {error}); paired by file name"
         )
         return None
-    rows = []
-    for row in reader:
-        image = _normalise(row.get("images"), data_dir)
-        mask = _normalise(row.get("masks"), data_dir)
-        if image or mask:
-            rows.append((image, mask))
     listed = {image for image, _ in rows}
     unlisted = [rel for rel in files if rel.partition("/")[0].lower() == IMAGES_DIR]
     unlisted = [rel for rel in unlisted if rel not in listed]
@@ -181,6 +185,15 @@ def _csv_rows(
             f"left out (e.g. {unlisted[0]})"
         )
     return rows
+
+
+def _csv_text(raw: bytes) -> str:
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # Excel's "Unicode text"
+        return raw.decode("utf-16")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:  # saved by Excel on Windows
+        return raw.decode("cp1252", errors="replace")
 
 
 def _normalise(rel: str | None, data_dir: str) -> str | None:

@@ -426,6 +426,28 @@ def test_df_csv_from_excel_with_absolute_paths(tmp_path):
     listing = pairs.list_pairs([str(tmp_path)], "")
     assert [p.id for p in listing.pairs] == ["café"]
     assert not listing.skipped and not listing.warnings
+    # Excel's "Unicode text" is UTF-16 with a byte-order mark.
+    (tmp_path / "df.csv").write_bytes(
+        "images,masks\nimages/café.jpg,masks/café.png\n".encode("utf-16")
+    )
+    listing = pairs.list_pairs([str(tmp_path)], "")
+    assert [p.id for p in listing.pairs] == ["café"] and not listing.warnings
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"images,masks\nimages/a.jpg," + b"m" * 200_000 + b"\n", b"\x00\x9a\r\x1bq\x00\n\x00"],
+    ids=["field-over-128KB", "binary"],
+)
+def test_an_unreadable_df_csv_is_a_warning_and_pairing_goes_by_name(tmp_path, content):
+    for rel in ("images/a.jpg", "masks/a.png"):
+        (tmp_path / rel).parent.mkdir(exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    (tmp_path / "df.csv").write_bytes(content)
+    listing = pairs.list_pairs([str(tmp_path)], "")
+    assert [p.id for p in listing.pairs] == ["a"]
+    [warning] = listing.warnings
+    assert "df.csv: " in warning and "paired by file name" in warning
 
 
 @pytest.mark.parametrize(
