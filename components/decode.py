@@ -9,6 +9,7 @@ short in a way only Pillow forgives.
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -180,7 +181,10 @@ def _open(
         if upright and orientation not in (0, 1):
             image = ImageOps.exif_transpose(image)
     except Exception as error:  # Pillow raises many types for bad files
-        raise Rejected(reason, f"{type(error).__name__}: {error}") from error
+        # Pillow names the in-memory buffer it read ("<_io.BytesIO object at 0x...>"):
+        # the log names the file already.
+        message = re.sub(r" ?<_io\.BytesIO object at 0x[0-9a-f]+>", "", str(error))
+        raise Rejected(reason, f"{type(error).__name__}: {message}") from error
     return image, image_format, orientation, (width, height)
 
 

@@ -14,6 +14,8 @@ from typing import Any
 import apache_beam as beam
 import tensorflow as tf
 
+from components.errors import PipelineStopped
+
 REPORT_NAME = "ingestion_report.json"
 EXAMPLES_PER_REASON = 5
 USABLE, SKIPPED, NOTED = "usable", "skipped", "noted"
@@ -27,7 +29,7 @@ Outcome = tuple[str, str, Any]
 NOT_PHOTOS = ("unsupported_extension", "mask_without_photo", "duplicate_mask")
 
 
-class IngestionError(RuntimeError):
+class IngestionError(PipelineStopped):
     """Too little usable data: the pipeline must stop before training on it."""
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import tensorflow as tf
 
+from components.errors import PipelineStopped
 from serving import defaults
 
 IMAGES_DIR = "images"
@@ -288,7 +289,7 @@ def assign_splits(
         raise ValueError(f"eval_fraction must be between 0 and 1, got {eval_fraction}")
     sizes = Counter(pair.group for pair in pairs)
     if len(sizes) < 2:
-        raise ValueError(split_help(sum(sizes.values()), sorted(sizes), group_pattern))
+        raise PipelineStopped(split_help(sum(sizes.values()), sorted(sizes), group_pattern))
     groups = sorted(sizes, key=lambda group: (unit_hash(group), group))
     target = eval_fraction * sum(sizes.values())
     eval_groups: set[str] = set()
@@ -309,7 +310,7 @@ def coarse_group_warnings(pairs: Iterable[Pair], eval_fraction: float) -> list[s
         f"group {group!r} holds {size} of {sum(sizes.values())} pairs, more than the eval "
         'split should; if its photos are not frames of one video, set group_pattern = ""'
         for group, size in sorted(sizes.items())
-        if size > target
+        if size > target and size > 1  # one photo is no lumping: a tiny data set
     ]
 
 

@@ -15,6 +15,7 @@ from absl import logging
 from PIL import Image
 from tfx import v1 as tfx
 
+from components.errors import PipelineStopped
 from serving import defaults, images
 from serving.client import BackgroundRemover, BackgroundRemoverError
 from serving.refine import bilinear_upsample
@@ -26,7 +27,7 @@ MASK_LEVELS_APART = 16
 MAX_PIXELS_APART = 0.01
 
 
-class RolloutFailed(RuntimeError):
+class RolloutFailed(PipelineStopped):
     pass
 
 

@@ -21,6 +21,7 @@ from tfx import v1 as tfx
 
 from components import calibration, dataset, inference, losses, pairs, seen_photos, unfolding
 from components.architecture import ARCHITECTURE_KEYS
+from components.errors import PipelineStopped
 from components.export import export_saved_model
 from components.unet import build_configured_unet, with_input_size
 
@@ -266,7 +267,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     )
     evaluation = dataset.eval_dataset(fn_args.train_files, height, width, batch, percent, turned)
     if percent and not any(True for _ in evaluation.take(1)):  # say so before, not after
-        raise ValueError(
+        raise PipelineStopped(
             f"no train photo falls in the validation slice (validation_fraction "
             f"{cfg['validation_fraction']}), which picks the best epoch and the threshold: "
             "add photos or raise validation_fraction"

@@ -11,6 +11,8 @@ from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx import v1 as tfx
 from tfx.types import artifact_utils
 
+from components.errors import PipelineStopped
+
 ExampleAnomalies = tfx.types.standard_artifacts.ExampleAnomalies
 ANOMALIES_FILE = "SchemaDiff.pb"
 
@@ -40,4 +42,4 @@ def ValidationGate(  # noqa: N802 - TFX names components like classes
     found = read_anomalies(anomalies)
     if found:
         details = "; ".join(f"[{split}] " + ", ".join(items) for split, items in found.items())
-        raise RuntimeError(f"data validation found anomalies, not training: {details}")
+        raise PipelineStopped(f"data validation found anomalies, not training: {details}")

@@ -9,6 +9,7 @@ import apache_beam as beam
 import pytest
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.util import assert_that, equal_to
+from PIL import Image
 
 from tfx_pipeline import config as config_lib
 
@@ -97,6 +98,25 @@ def test_the_runner_says_what_is_wrong_in_one_line(tmp_path, capsys):
         assert exit_.value.code == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, argv
+
+
+def test_data_that_stops_the_run_is_one_line_not_a_traceback(tmp_path, capsys):
+    from tfx_pipeline import local_runner
+
+    data = tmp_path / "bad"
+    for folder in ("images", "masks"):
+        (data / folder).mkdir(parents=True)
+    for name in ("a", "b"):
+        (data / "images" / f"{name}.jpg").write_text("not a photo")
+        Image.new("L", (8, 8), 255).save(data / "masks" / f"{name}.png")
+    argv = ["--data-dir", str(data), "--group-pattern", "", "--pipeline-root", str(tmp_path / "r")]
+    with pytest.raises(SystemExit) as exit_:
+        local_runner.main([*argv, "--serving-dir", str(tmp_path / "serving")])
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err  # the run's log, then the error
+    assert "Traceback" not in err and "BytesIO" not in err
+    line = err.splitlines()[-1]
+    assert "error: no usable image/mask pairs" in line and "unreadable_image: 2" in line
 
 
 def test_local_beam_runs_in_process_without_fetching_prism(caplog):

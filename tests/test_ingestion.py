@@ -19,6 +19,7 @@ from tfx.types import artifact_utils, standard_artifacts
 from components import ingestion_report as report_lib
 from components import pairs
 from components.decode import ORIENTATION_NOTE, Rejected, binarize_mask, decode_pair
+from components.errors import PipelineStopped
 from components.image_example_gen import Executor, ImageExampleGen
 from components.ingestion_report import IngestionError, check_report
 from tests.serving_fixtures import png_bytes
@@ -481,9 +482,9 @@ def test_split_is_deterministic_near_the_fraction_and_never_empty():
 
 
 def test_one_group_fails_suggesting_an_empty_pattern():
-    with pytest.raises(ValueError, match=re.escape("4 pair(s) into 1 group(s) ('hsd')")) as error:
+    with pytest.raises(PipelineStopped, match=re.escape("4 pair(s) into 1 group(s) ('hsd')")) as e:
         pairs.assign_splits(_pairs_of({"hsd": 4}), 0.2, r"^(.+)_\d+$")
-    assert 'group_pattern = ""' in str(error.value)
+    assert 'group_pattern = ""' in str(e.value)
 
 
 def test_a_group_bigger_than_eval_is_flagged():

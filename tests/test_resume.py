@@ -9,6 +9,7 @@ import pytest
 from tfx import v1 as tfx
 
 from components import trainer_module
+from components.errors import PipelineStopped
 from tests.trainer_fixtures import trainer_args, write_records
 from tfx_pipeline import config as config_lib
 
@@ -82,5 +83,5 @@ def test_a_train_split_without_validation_photos_fails_before_training(tmp_path,
     config = json.loads(fn_args.custom_config["config"])
     fn_args.custom_config = {"config": json.dumps({**config, "validation_fraction": 0.1})}
     monkeypatch.setattr(keras.Model, "fit", lambda *a, **k: pytest.fail("trained anyway"))
-    with pytest.raises(ValueError, match="no train photo falls in the validation slice"):
+    with pytest.raises(PipelineStopped, match="no train photo falls in the validation slice"):
         trainer_module.run_fn(fn_args)

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 
 from tfx import v1 as tfx
 
+from components.errors import PipelineStopped
 from tfx_pipeline import config as config_lib
 from tfx_pipeline import synthetic
 from tfx_pipeline.logs import configure_logging
@@ -134,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         run(config, enable_cache=not args.no_cache)
     except RootInUse as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
+    except PipelineStopped as error:  # the data or a setting, not a crash: no traceback
+        parser.exit(1, f"{parser.prog}: error: {error}\n")
     return 0
 
 
