@@ -8,6 +8,7 @@ palette or grayscale comes out as the same upright RGB pixels in both places.
 from __future__ import annotations
 
 import io
+import math
 import os
 import warnings
 from typing import BinaryIO, Union
@@ -31,6 +32,7 @@ MAX_SIDE = 1024
 MIN_SEND_SIDE = 256  # never send less, whatever the model's input
 JPEG_QUALITY = 90
 _KEEP_ICC_MODES = {"RGB", "RGBA"}
+MIN_DPI = 10  # below, a resolution tag is unset or broken
 _ANIMATED = {"GIF", "PNG", "WEBP", "TIFF"}  # formats whose extra frames are other pictures
 
 
@@ -129,7 +131,9 @@ def to_rgb(image: Image.Image) -> Image.Image:
         # 16-bit (or 32-bit) grayscale: scale to 8 bits instead of clipping at 255;
         # floating-point images usually hold 0..1.
         values = np.asarray(image, dtype=np.float64)
-        brightest = values.max(initial=0)
+        finite = np.isfinite(values)
+        brightest = values.max(initial=0, where=finite)
+        values = np.where(finite, values, np.where(values > 0, brightest, 0.0))  # NaN: black
         if mode == "F" and brightest <= 1.0:
             scale = 1 / 255
         else:
@@ -144,9 +148,18 @@ def to_rgb(image: Image.Image) -> Image.Image:
         rgb = image.convert("RGB") if mode != "RGB" else image.copy()
     icc = image.info.get("icc_profile")
     rgb.info = {"icc_profile": icc} if icc and mode in _KEEP_ICC_MODES else {}
-    if image.info.get("dpi"):
+    if _plausible_dpi(image.info.get("dpi")):
         rgb.info["dpi"] = image.info["dpi"]
     return rgb
+
+
+def _plausible_dpi(dpi: object) -> bool:
+    """A resolution worth passing on: TIFFs state 0/0 (NaN here) or, unset, about 1 dpi,
+    which would print a photo metres wide."""
+    try:
+        return all(math.isfinite(float(v)) and float(v) >= MIN_DPI for v in dpi)
+    except (TypeError, ValueError):
+        return False
 
 
 def encode_for_request(image: Image.Image, max_side: int = MAX_SIDE) -> bytes:

@@ -154,6 +154,26 @@ def test_mode_conversions_keep_the_right_colours():
     assert clear.getpixel((0, 0)) == (255, 255, 255)
 
 
+def test_broken_float_pixels_and_resolution_tags_are_dropped_quietly():
+    """NaN pixels warned through numpy; a 0/0 resolution failed the photo ("cannot
+    convert float NaN to integer") and an unset one gave outputs tagged 1 dpi."""
+    import warnings
+
+    from PIL.TiffImagePlugin import IFDRational
+
+    values = np.array([[0.5, np.nan], [np.inf, -np.inf]], np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pixels = np.asarray(images.to_rgb(Image.fromarray(values)))[..., 0]
+    assert pixels.tolist() == [[128, 0], [128, 0]]  # inf as the brightest finite value
+    for resolution in (IFDRational(0, 0), 1):
+        tiff = _encoded(
+            Image.new("RGB", (4, 4)), "TIFF", tiffinfo={282: resolution, 283: resolution}
+        )
+        assert "dpi" not in images.load(tiff).info, resolution
+    assert images.load(_encoded(Image.new("RGB", (4, 4)), "PNG", dpi=(300, 300))).info["dpi"]
+
+
 def test_large_photo_is_downscaled_for_the_wire_only():
     photo = Image.new("RGB", (3000, 1500), (90, 90, 90))
     encoded = images.encode_for_request(photo)
