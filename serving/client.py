@@ -74,8 +74,21 @@ class ModelNotFound(BackgroundRemoverError):
     """The server runs but does not serve the requested model, version or label."""
 
 
+# Answers that say nothing about the server, only about this moment.
+_TRANSIENT = {
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.CANCELLED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.ABORTED,
+}
+
+
 class RequestFailed(BackgroundRemoverError):
     """The server answered with an error for this request (bad image, timeout, ...)."""
+
+    def __init__(self, message: str, code: grpc.StatusCode | None = None) -> None:
+        super().__init__(message)
+        self.code = code  # the gRPC status, when the server gave one
 
 
 @dataclass(frozen=True)
@@ -227,8 +240,10 @@ class BackgroundRemover:
                 f"{self._describe_model()} is not served at {self.address}: {details}"
             )
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-            return RequestFailed(f"{self.address} did not answer within {self.timeout:g}s")
-        return RequestFailed(f"server {self.address} refused the request ({code.name}): {details}")
+            return RequestFailed(f"{self.address} did not answer within {self.timeout:g}s", code)
+        return RequestFailed(
+            f"server {self.address} refused the request ({code.name}): {details}", code
+        )
 
     def _predict_masks(self, encoded: Sequence[bytes]) -> np.ndarray:
         request = predict_pb2.PredictRequest(model_spec=self.model_spec(defaults.SIGNATURE_BYTES))
@@ -257,8 +272,12 @@ class BackgroundRemover:
     def _side_from_metadata(self) -> int:
         try:
             signature = self.metadata()["signatures"].get(defaults.SIGNATURE_BYTES, {})
-        except RequestFailed:  # a server without metadata still serves masks
-            return images.MAX_SIDE
+        except RequestFailed as error:
+            # A timeout or a busy moment: guessing would fix another size for good, and
+            # the same photo would get another mask; the next photo asks again.
+            if error.code in _TRANSIENT:
+                raise
+            return images.MAX_SIDE  # a server that serves masks but does not say its size
         shape = signature.get("outputs", {}).get(defaults.OUTPUT_MASK, {}).get("shape")
         if not shape or len(shape) != 3 or min(shape[1:]) <= 0:
             return images.MAX_SIDE

@@ -292,6 +292,30 @@ def test_generated_modules_are_fresh_and_accept_protobuf_5_29(tmp_path):
         assert "Domain.PUBLIC,\n    5,\n    29,\n    0," in old.read_text()
 
 
+def test_a_timed_out_metadata_call_fixes_no_size(server, monkeypatch):
+    """A guess after one slow answer sent every later photo at 4x the pixels, and the
+    same photo got another mask than from a fresh client."""
+    with BackgroundRemover(server) as remover:
+        answer = remover.metadata
+
+        def slow_once():
+            monkeypatch.setattr(remover, "metadata", answer)
+            raise RequestFailed("did not answer", grpc.StatusCode.DEADLINE_EXCEEDED)
+
+        monkeypatch.setattr(remover, "metadata", slow_once)
+        with pytest.raises(RequestFailed, match="did not answer"):
+            remover.mask(Image.new("RGB", (300, 200), "gray"))
+        assert remover.send_side() == 256  # asked again, and told
+
+        def unimplemented():
+            raise RequestFailed("no metadata here", grpc.StatusCode.UNIMPLEMENTED)
+
+        fresh = BackgroundRemover(server)
+        monkeypatch.setattr(fresh, "metadata", unimplemented)
+        assert fresh.send_side() == images.MAX_SIDE  # a server that never says: the default
+        fresh.close()
+
+
 def test_photos_are_sent_at_twice_the_models_side_known_before_the_first(server, monkeypatch):
     with BackgroundRemover(server) as remover:
         # From the model's metadata: 2 x 32 px model, raised to the floor.
