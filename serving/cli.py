@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from serving import defaults
+from serving.errors import BackgroundRemoverError
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -194,7 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
     remove.set_defaults(run=run_remove)
 
     status = commands.add_parser(
-        "status", parents=[server], help="print the served model versions and their states"
+        "status",
+        parents=[server],
+        help="print the served model versions and their states",
+        description="Print the served model versions and their states.",
+        epilog="exit status: 0 a version serves and none failed to load, 1 none serves or "
+        "one failed\n(a push that did not go live), 2 server unreachable or model unknown.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     status.set_defaults(run=run_status)
     _add_rollout(commands)
@@ -283,7 +290,7 @@ def run_rollout(args: argparse.Namespace) -> int:
             server=args.server,
             timeout=args.timeout,
         )
-    except rollout.RolloutError as err:
+    except (rollout.RolloutError, BackgroundRemoverError) as err:  # both: one line
         print(f"bgremove: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     return EXIT_OK
@@ -358,8 +365,6 @@ def _remover(args: argparse.Namespace) -> BackgroundRemover:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    from serving.client import BackgroundRemoverError
-
     with _remover(args) as remover:
         try:
             versions = remover.status()
@@ -370,7 +375,9 @@ def run_status(args: argparse.Namespace) -> int:
     for v in versions:
         problem = f"  {v.error_code}: {v.error_message}" if v.error_code != "OK" else ""
         print(f"  version {v.version}: {v.state}{problem}")
-    return EXIT_OK if any(v.state == "AVAILABLE" for v in versions) else EXIT_FAILED
+    serving = any(v.state == "AVAILABLE" for v in versions)
+    failed = any(v.error_code != "OK" for v in versions)  # a push that did not go live
+    return EXIT_OK if serving and not failed else EXIT_FAILED
 
 
 def _format_of(path: Path) -> str:

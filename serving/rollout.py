@@ -332,15 +332,20 @@ def reload_server(address: str, config: ModelServerConfig, timeout: float = 30.0
 
 def wait_until_available(address: str, model: str, version: int, timeout: float) -> None:
     """Polls GetModelStatus until ``version`` is AVAILABLE; a failed load is an error."""
-    from serving.client import BackgroundRemover, ModelNotFound, ServerUnavailable
+    from serving.client import BackgroundRemover, ModelNotFound, RequestFailed, ServerUnavailable
 
     deadline = time.monotonic() + timeout
+    last = "none"
     with BackgroundRemover(address, model, version=version, timeout=10.0) as remover:
         while True:
+            status = None
             try:
                 [status] = remover.status()
+                last = status.state
             except ModelNotFound:
-                status = None  # not seen yet: the server polls its file system
+                last = "not known yet"  # the server polls its file system
+            except RequestFailed as error:  # busy with requests: status can take seconds
+                last = str(error)
             except ServerUnavailable as error:
                 raise RolloutError(str(error)) from None
             if status is not None and status.state == "AVAILABLE":
@@ -349,8 +354,9 @@ def wait_until_available(address: str, model: str, version: int, timeout: float)
                 raise RolloutError(f"version {version} failed to load: {status.error_message}")
             if time.monotonic() > deadline:
                 raise RolloutError(
-                    f"version {version} is not AVAILABLE at {address} after {timeout:g} s; "
-                    "it stays listed: run the same command again once it is"
+                    f"version {version} is not AVAILABLE at {address} after {timeout:g} s "
+                    f"(last answer: {last}); it stays listed: run the same command again "
+                    "once it is"
                 )
             time.sleep(0.2)
 

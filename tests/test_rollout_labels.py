@@ -262,3 +262,30 @@ def test_rollout_imports_no_tensorflow(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "0 []"
+
+
+def test_a_busy_server_is_waited_for_not_a_traceback(monkeypatch):
+    """Status calls queue behind predictions on a loaded server: one that took over its
+    10 s ended set-canary in a traceback, the version listed but not labelled."""
+    from serving import client, rollout
+
+    answers = iter(
+        [client.RequestFailed("did not answer within 10s", None)] * 2
+        + [client.VersionStatus(7, "AVAILABLE", "OK", "")]
+    )
+
+    def status(self):
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return [answer]
+
+    monkeypatch.setattr(client.BackgroundRemover, "status", status)
+    rollout.wait_until_available("localhost:1", "bgremover", 7, timeout=30)
+
+    def busy(self):
+        raise client.RequestFailed("did not answer within 10s", None)
+
+    monkeypatch.setattr(client.BackgroundRemover, "status", busy)
+    with pytest.raises(rollout.RolloutError, match="last answer: .*did not answer within 10s"):
+        rollout.wait_until_available("localhost:1", "bgremover", 7, timeout=0.5)

@@ -28,7 +28,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from serving import defaults
+from serving import cli, defaults
 from serving.server import LocalServer
 from tests.serving_fixtures import (
     encode_image,
@@ -372,11 +372,15 @@ def test_broken_version_is_reported_and_the_previous_keeps_serving(tiny_model, t
         assert "Failed to load version 3" in status[3].status.error_message
         assert status[2].state == State.AVAILABLE and 4 not in status
         assert client.predict([encode_image(8, 8)]).model_spec.version.value == 2
+        # A push that did not go live fails `bgremove status`, for a deploy script to see.
+        address = f"localhost:{server.port}"
+        assert cli.main(["status", "--server", address, "--model", NAME]) == 1
 
         # Fixing the files in place is noticed and retried.
         shutil.copy(tiny_model / "saved_model.pb", tmp_path / NAME / "3" / "saved_model.pb")
         wait_for(lambda: client.status()[3].state == State.AVAILABLE)
         assert client.predict([encode_image(8, 8)]).model_spec.version.value == 3
+        assert cli.main(["status", "--server", address, "--model", NAME]) == 0
     finally:
         client.close()
         server.stop()
