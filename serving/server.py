@@ -18,6 +18,7 @@ while running, from the file or a HandleReloadConfigRequest.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import logging
 import os
@@ -102,6 +103,11 @@ def model_settings(config: model_server_config_pb2.ModelServerConfig) -> ModelSe
     )
 
 
+def _cores() -> int:
+    """The cores this process may use (a container's CPU set, not the host's)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def _version_choice(spec: model_pb2.ModelSpec) -> tuple[int | None, str]:
     """(version, label) of a ModelSpec; both unset means "latest"."""
     version = spec.version.value if spec.HasField("version") else None
@@ -116,8 +122,11 @@ def _resolve(store: ModelStore, spec: model_pb2.ModelSpec) -> ServedModel:
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     """Predict and GetModelMetadata (Classify/Regress/MultiInference stay UNIMPLEMENTED)."""
 
-    def __init__(self, store: ModelStore) -> None:
+    def __init__(self, store: ModelStore, concurrent_runs: int | None = None) -> None:
         self._store = store
+        # Without batching, more runs at once than cores only slow each other down: a
+        # request waits for a turn here, where its deadline can still pass unspent.
+        self._turns = threading.BoundedSemaphore(concurrent_runs) if concurrent_runs else None
 
     def Predict(self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext):
         try:
@@ -129,9 +138,10 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             log.debug(
                 "Predict %s version %d %s", self._store.model_name, model.version, signature_name
             )
-            if not context.is_active():  # cancelled or past its deadline while queued
-                raise ServingError(grpc.StatusCode.CANCELLED, "the client is gone")
-            outputs = model.predict(signature_name, inputs)
+            with self._turns or contextlib.nullcontext():
+                if not context.is_active():  # cancelled or past its deadline while waiting
+                    raise ServingError(grpc.StatusCode.CANCELLED, "the client is gone")
+                outputs = model.predict(signature_name, inputs)
         except ServingError as error:
             context.abort(error.code, error.message)
         response = predict_pb2.PredictResponse()
@@ -227,6 +237,7 @@ class LocalServer:
         batch_timeout_ms: float = 5.0,
         fallback_model: str | os.PathLike | None = None,
         max_workers: int = 16,
+        concurrent_runs: int | None = None,
         settle_seconds: float = 1.0,
         model_config_file: str | os.PathLike | None = None,
         config_poll_seconds: float = 0.0,
@@ -261,6 +272,8 @@ class LocalServer:
         self.port = port
         self._poll_seconds = poll_seconds
         self._max_workers = max_workers
+        # Batching gathers concurrent requests itself; else one model run per core.
+        self._concurrent_runs = None if enable_batching else (concurrent_runs or _cores())
         self._health = health.HealthServicer(experimental_non_blocking=True)
         self._server: grpc.Server | None = None
         self._stopping = threading.Event()
@@ -282,7 +295,7 @@ class LocalServer:
             ],
         )
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionServicer(self.store), server
+            PredictionServicer(self.store, self._concurrent_runs), server
         )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
             ModelServicer(self.store, self.apply_config), server
@@ -435,6 +448,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--max-workers", type=int, default=_default("max_workers"), help="concurrent requests"
     )
+    parser.add_argument(
+        "--concurrent-runs",
+        type=int,
+        help="model runs at once without batching (default: one per core)",
+    )
     parser.add_argument("--fallback-model", help="SavedModel served as version 1 until one exists")
     parser.add_argument("--grace-seconds", type=float, default=10.0, help="on SIGTERM")
     parser.add_argument(
@@ -465,6 +483,7 @@ def _server_from(args: argparse.Namespace) -> LocalServer:
         batch_timeout_ms=args.batch_timeout_ms,
         fallback_model=args.fallback_model,
         max_workers=args.max_workers,
+        concurrent_runs=args.concurrent_runs,
         settle_seconds=args.settle_seconds,
         model_config_file=args.model_config_file,
         config_poll_seconds=args.model_config_file_poll_wait_seconds,

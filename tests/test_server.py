@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent import futures
 from pathlib import Path
 
 import grpc
@@ -292,6 +293,44 @@ def test_no_version_yet_is_unavailable_until_one_is_pushed(tiny_model, tmp_path)
         wait_for(lambda: client.health() == health_pb2.HealthCheckResponse.SERVING)
         assert client.predict([encode_image(8, 8)]).model_spec.version.value == 1
         client.close()
+
+
+def test_a_request_whose_deadline_passes_waiting_for_a_core_is_never_run(
+    tiny_model, tmp_path, monkeypatch
+):
+    """16 requests running at once on 2 cores each took 8x as long, started within
+    their deadline and ended after it: computed for nobody, and most failed."""
+    from serving.model_store import ServedModel
+
+    publish_version(tiny_model, tmp_path, NAME, 1)
+    server = start_local_server(tmp_path, concurrent_runs=1)
+    client = Client(server.port)
+    running, release, runs = threading.Event(), threading.Event(), []
+    predict = ServedModel.predict
+
+    def held(self, *args):
+        runs.append(args[0])
+        running.set()
+        release.wait(30)
+        return predict(self, *args)
+
+    monkeypatch.setattr(ServedModel, "predict", held)
+    try:
+        first = futures.ThreadPoolExecutor(1).submit(client.predict, [encode_image(8, 8)])
+        assert running.wait(30)
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = NAME
+        request.inputs[defaults.INPUT_IMAGES].CopyFrom(tf.make_tensor_proto([encode_image(8, 8)]))
+        late = error_of(lambda: client.predict_stub.Predict(request, timeout=0.5))
+        assert late.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        release.set()
+        assert first.result(30).model_spec.version.value == 1
+        time.sleep(0.5)  # the late request's handler had its turn by now
+        assert len(runs) == 1
+    finally:
+        release.set()
+        client.channel.close()
+        server.stop(grace=0)
 
 
 def test_rollout_under_load_has_no_failed_request(tiny_model, tmp_path):
