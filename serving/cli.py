@@ -65,7 +65,8 @@ folders are searched for: {" ".join(defaults.PHOTO_EXTENSIONS)}
 
 exit status: 0 all done, 1 some photos failed (listed at the end), none found or
              the disk filled up (the rest are counted as not attempted),
-             2 usage error or model server unreachable, 130/143 interrupted
+             2 usage error, model server unreachable or answering nothing in time
+             (two rounds of --jobs timeouts in a row), 130/143 interrupted
              (Ctrl-C/SIGTERM: photos being written finish, none is left half-written).
 
 examples:
@@ -678,9 +679,11 @@ def _run_all(
 
     from tqdm import tqdm
 
-    from serving.client import ModelNotFound, ServerUnavailable
+    from serving.client import ModelNotFound, RequestFailed, ServerUnavailable
 
     fatal: Exception | None = None
+    # A hung server costs the full timeout per photo: two rounds of them end the batch.
+    stalled, stall_limit = 0, max(3, 2 * args.jobs)
     with (
         ThreadPoolExecutor(max_workers=args.jobs) as pool,
         # A bar only on a terminal: in logs its carriage returns are noise.
@@ -702,6 +705,13 @@ def _run_all(
                 error = _record(
                     future, futures[future], summary, (ServerUnavailable, ModelNotFound)
                 )
+                stalled = stalled + 1 if _timed_out(future) else 0
+                if error is None and stalled >= stall_limit:
+                    error = RequestFailed(
+                        f"the model server at {args.server} answered none of the last "
+                        f"{stalled} photos within {args.timeout:g}s: it is hung or "
+                        "overloaded; stopped (raise --timeout for a slow server)"
+                    )
                 if error is not None:
                     fatal = fatal or error
                     for pending in futures:
@@ -714,6 +724,15 @@ def _run_all(
                     _record(future, task, summary, (ServerUnavailable, ModelNotFound))
             raise
     return fatal
+
+
+def _timed_out(future: Future) -> bool:
+    import grpc
+
+    from serving.client import RequestFailed
+
+    error = future.exception()
+    return isinstance(error, RequestFailed) and error.code == grpc.StatusCode.DEADLINE_EXCEEDED
 
 
 def _record(

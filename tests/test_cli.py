@@ -432,6 +432,32 @@ def test_a_full_disk_stops_the_batch_after_one_photo(server, tmp_path, capsys, m
     assert err.strip().splitlines()[-1].endswith("No space left on device")
 
 
+def test_a_hung_server_stops_the_batch_after_two_rounds_of_timeouts(
+    server, tmp_path, capsys, monkeypatch
+):
+    """Else 1000 photos at the default 30 s timeout took hours before anyone heard."""
+    import grpc
+
+    from serving import cli
+    from serving.client import RequestFailed
+
+    photos = tmp_path / "photos"
+    for n in range(12):
+        _write(photos / f"p{n:02}.png", encode_image(8, 8, "PNG", seed=n))
+
+    def hung(task, *_):
+        time.sleep(0.2)  # a real timeout takes 3 s
+        raise RequestFailed("did not answer within 3s", grpc.StatusCode.DEADLINE_EXCEEDED)
+
+    monkeypatch.setattr(cli, "_process", hung)
+    argv = ["remove", str(photos), "-o", str(tmp_path / "out"), "--server", server]
+    assert main([*argv, "-j", "1", "--timeout", "3"]) == 2
+    err = capsys.readouterr().err
+    # Three timeouts in a row with one job; the worker may have taken one more.
+    assert re.search(r"0 processed, (3 failed, 9|4 failed, 8) not attempted", err), err
+    assert "answered none of the last 3 photos within 3s" in err.splitlines()[-1]
+
+
 def test_stdout_that_takes_no_more_bytes_is_an_error_not_a_cut_file(server):
     with open("/dev/full", "wb") as full:
         done = subprocess.run(
