@@ -580,7 +580,7 @@ def _process(
     """Writes the task's output; returns a note for the summary, if any."""
     from serving import compositing, images
 
-    source = sys.stdin.buffer.read() if task.source == STDIO else task.source
+    source = _read_stdin() if task.source == STDIO else task.source
     pixels, frames = images.header(source)
     with _memory_slots(pixels):
         if args.mask_only:
@@ -761,8 +761,22 @@ def _one_line(err: Exception) -> str:
     return text[0] if text else type(err).__name__
 
 
+def _read_stdin() -> bytes:
+    if sys.stdin is None:  # started with stdin closed (<&-)
+        raise OSError("no standard input to read the photo from (it is closed)")
+    return sys.stdin.buffer.read()
+
+
+def _shown(name: object) -> str:
+    """A file name as one line of text: a newline or a terminal escape in a name must
+    neither split the list nor reach the terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(name))
+
+
 def _print_summary(summary: Summary, stdout_used: bool) -> None:
-    if stdout_used and not summary.failed:
+    if stdout_used and not summary.failed:  # the photo went to stdout: only its notes
+        for _, note in summary.notes:
+            print(f"bgremove: note: {note}", file=sys.stderr)
         return
     parts = [f"{len(summary.processed)} processed"]
     if summary.skipped:
@@ -774,13 +788,13 @@ def _print_summary(summary: Summary, stdout_used: bool) -> None:
     if len(summary.processed) == 1 and alone:
         task = summary.processed[0]
         note = f" ({summary.notes[0][1]})" if summary.notes else ""
-        print(f"{task.source} -> {task.dest}{note}", file=sys.stderr)
+        print(f"{_shown(task.source)} -> {_shown(task.dest)}{note}", file=sys.stderr)
         return
     print("bgremove: " + ", ".join(parts) + (":" if summary.failed else ""), file=sys.stderr)
     for name, reason in sorted(summary.failed):
-        print(f"  {name}: {reason}", file=sys.stderr)
+        print(f"  {_shown(name)}: {reason}", file=sys.stderr)
     for name, note in sorted(summary.notes):
-        print(f"  note: {name}: {note}", file=sys.stderr)
+        print(f"  note: {_shown(name)}: {note}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -390,6 +390,33 @@ def test_animations_use_their_first_frame_and_say_so(server, tmp_path, capsys):
     assert main(["remove", str(anim), "--server", server]) == 0
     assert "(the first of its 3 frames only)" in capsys.readouterr().err
     assert Image.open(tmp_path / "anim.nobg.png").size == (10, 8)
+    # Piped through, the photo goes to stdout and the note still reaches stderr.
+    done = _run_cli("remove", "-", "--server", server, data=anim.read_bytes())
+    assert done.returncode == 0 and Image.open(io.BytesIO(done.stdout)).size == (10, 8)
+    assert "note: the first of its 3 frames only" in done.stderr.decode()
+
+
+def test_names_print_as_one_line_without_terminal_escapes(server, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    for name in ("new\nline.jpg", "\x1b[31mred.jpg"):
+        _write(photos / name, b"not a photo")
+    assert main(["remove", str(photos), "-o", str(tmp_path / "out"), "--server", server]) == 1
+    err = capsys.readouterr().err
+    assert "\x1b[" not in err and "new\\nline.jpg: " in err and "\\x1b[31mred.jpg: " in err
+    assert len(err.strip().splitlines()) == 3
+
+
+def test_closed_stdin_is_said_plainly(server):
+    done = subprocess.run(
+        [sys.executable, "-m", "serving.cli", "remove", "-", "--server", server],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        cwd=REPO,
+        timeout=120,
+        preexec_fn=lambda: os.close(0),
+    )
+    assert done.returncode == 1
+    assert "no standard input to read the photo from" in done.stderr.decode()
 
 
 def test_colour_profile_and_dpi_reach_every_output_format(server, tmp_path):
