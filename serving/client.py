@@ -302,7 +302,7 @@ class BackgroundRemover:
 
     def masks(self, sources: Iterable[ImageSource]) -> list[Image.Image]:
         """Masks of several photos, up to MAX_PHOTOS_PER_REQUEST per request."""
-        return self._masks_for([images.load(source) for source in _several(sources, "masks")])
+        return self._masks_for(_loaded(_several(sources, "masks")))
 
     def remove(
         self,
@@ -323,7 +323,7 @@ class BackgroundRemover:
     ) -> list[Image.Image]:
         """Several photos, up to MAX_PHOTOS_PER_REQUEST per request, each like remove()."""
         choice = compositing.parse_background(background)
-        photos = [images.load(source) for source in _several(sources, "remove_many")]
+        photos = _loaded(_several(sources, "remove_many"))
         return [
             compositing.composite(photo, mask, choice, threshold, feather)
             for photo, mask in zip(photos, self._masks_for(photos), strict=True)
@@ -369,6 +369,21 @@ class BackgroundRemover:
                 for name, sig in signatures.signature_def.items()
             },
         }
+
+
+def _loaded(sources: list[ImageSource]) -> list[Image.Image]:
+    """Every photo loaded; one that cannot be is named by its place and path."""
+    photos = []
+    for index, source in enumerate(sources):
+        try:
+            photos.append(images.load(source))
+        except images.InvalidImage as err:
+            if len(sources) == 1:
+                raise
+            named = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
+            what = f"photo {index}" + (f" ({named})" if named else f" (a {type(source).__name__})")
+            raise images.InvalidImage(f"{what}: {err}") from err
+    return photos
 
 
 def _several(sources: Iterable[ImageSource], method: str) -> list[ImageSource]:

@@ -57,7 +57,12 @@ def load(source: ImageSource) -> Image.Image:
     An animation or a multi-page file gives its first frame (``header`` says how many).
     """
     if isinstance(source, Image.Image):
-        return _upright_rgb(source)
+        if source.width * source.height == 0:
+            raise InvalidImage(f"an empty photo ({source.width}x{source.height} pixels)")
+        try:
+            return _upright_rgb(source)
+        except ValueError as err:  # a mode Pillow cannot convert, such as La
+            raise InvalidImage(f"cannot read a {source.mode} image as RGB ({err})") from err
     if isinstance(source, np.ndarray):
         return _from_array(source)
     if isinstance(source, (bytearray, memoryview)):
@@ -113,6 +118,8 @@ def _from_array(array: np.ndarray) -> Image.Image:
             f"an array photo must be uint8 of shape (H, W), (H, W, 3) or (H, W, 4), "
             f"got {array.dtype} {array.shape}"
         )
+    if array.size == 0:
+        raise InvalidImage(f"an empty photo (shape {array.shape})")
     return to_rgb(Image.fromarray(np.ascontiguousarray(array)))
 
 

@@ -377,5 +377,14 @@ def test_the_api_takes_arrays_and_buffers_and_refuses_the_rest_plainly(server):
         # One except clause catches every failure the client means to report.
         with pytest.raises(BackgroundRemoverError, match="not a readable image"):
             remover.mask(b"not a photo")
+        # Nothing to see, or a mode Pillow cannot convert: the same kind of error.
+        for empty in (np.zeros((0, 5, 3), np.uint8), Image.new("RGB", (0, 0))):
+            with pytest.raises(InvalidImage, match="an empty photo"):
+                remover.mask(empty)
+        with pytest.raises(InvalidImage, match="cannot read a La image"):
+            remover.mask(Image.new("La", (2, 2)))  # premultiplied alpha
+        # One bad photo among several is named by its place.
+        with pytest.raises(InvalidImage, match=r"photo 1 \(/nowhere/x.jpg\): not a readable"):
+            remover.remove_many([pixels, "/nowhere/x.jpg", pixels])
     with pytest.raises(BackgroundRemoverError, match="closed"):
         remover.mask(pixels)
