@@ -223,6 +223,8 @@ class BackgroundRemover:
             attempt += 1
 
     def _readable(self, code: grpc.StatusCode, details: str) -> BackgroundRemoverError:
+        if self._closed and code == grpc.StatusCode.CANCELLED:  # not the server's doing
+            return BackgroundRemoverError("this BackgroundRemover was closed during the call")
         if code == grpc.StatusCode.UNAVAILABLE and _is_connection_failure(details):
             return ServerUnavailable(
                 f"cannot reach the model server at {self.address}: is it running? "

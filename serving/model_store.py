@@ -73,6 +73,10 @@ class BatchOptions:
 def readable_tf_error(error: tf.errors.OpError) -> str:
     """Drops TensorFlow's function/node decorations, keeping the sentence a user can act on."""
     message = re.sub(r"\{\{[^}]*\}\}|\[\[.*?\]\]|\[Op:[^\]]*\]", " ", error.message, flags=re.S)
+    # The export's own checks: "assertion failed: [why] [Condition x <= y ...] [x (node) = ] [n]"
+    check = re.search(r"assertion failed: \[(.*?)\] \[Condition.*?= \] \[(\d+)\]", message, re.S)
+    if check:
+        return f"{check[1]}; this one states {int(check[2]) / 1e6:g} megapixels"
     return " ".join(message.split()) or type(error).__name__
 
 

@@ -388,3 +388,31 @@ def test_the_api_takes_arrays_and_buffers_and_refuses_the_rest_plainly(server):
             remover.remove_many([pixels, "/nowhere/x.jpg", pixels])
     with pytest.raises(BackgroundRemoverError, match="closed"):
         remover.mask(pixels)
+
+
+def test_closing_the_client_during_a_call_does_not_blame_the_server(server, monkeypatch):
+    import threading
+    from concurrent import futures
+
+    from serving.client import BackgroundRemoverError
+    from serving.model_store import ServedModel
+
+    running, release = threading.Event(), threading.Event()
+    predict = ServedModel.predict
+
+    def held(self, *args):
+        running.set()
+        release.wait(30)
+        return predict(self, *args)
+
+    monkeypatch.setattr(ServedModel, "predict", held)
+    remover = BackgroundRemover(server, max_side=64)
+    try:
+        call = futures.ThreadPoolExecutor(1).submit(remover.mask, _jpeg((12, 8)))
+        assert running.wait(30)
+        remover.close()
+        with pytest.raises(BackgroundRemoverError, match="closed during the call") as error:
+            call.result(30)
+        assert "server" not in str(error.value)
+    finally:
+        release.set()

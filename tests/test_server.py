@@ -222,6 +222,7 @@ def test_a_photo_over_the_pixel_limit_is_refused_before_decoding(shared):
     error = error_of(lambda: client.predict([bomb.getvalue()]))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "photo larger than 50 megapixels" in error.details()
+    assert error.details().endswith("; this one states 56 megapixels"), error.details()
 
 
 def test_wrong_dtype_shape_inputs_and_signature(shared):
