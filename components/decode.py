@@ -117,13 +117,17 @@ def binarize_mask(mask: Image.Image) -> np.ndarray:
     """Boolean foreground: the alpha channel when it varies, else luminance > 127.
 
     Label masks stored as class indices (0/1, as many tools write them, gray or
-    RGB) count their non-zero pixels as person.  A two-colour palette mask is read
+    RGB) count their non-zero pixels as person; floating-point masks of 0..1 are cut
+    at 0.5.  A two-colour palette mask is read
     by its colours when they tell (bright is person), else index 1 is the person.
     """
     if mask.mode == "1":
         return np.asarray(mask, dtype=bool)
     if mask.mode in ("L", "I", "I;16") and np.asarray(mask).max() == 1:
         return np.asarray(mask) == 1
+    if mask.mode == "F":  # floating point: a probability or 0/1 map, else 0..255
+        values = np.nan_to_num(np.asarray(mask))
+        return values > (0.5 if values.max() <= 1.0 else 127.5)
     if mask.mode == "P" and np.asarray(mask).max() == 1 and "transparency" not in mask.info:
         indices = np.asarray(mask)
         palette = (mask.getpalette() or []) + [0] * 6

@@ -137,15 +137,15 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if mode.startswith("I;16") or mode in ("I", "F"):
         # 16-bit (or 32-bit) grayscale: scale to 8 bits instead of clipping at 255;
         # floating-point images usually hold 0..1.
-        values = np.asarray(image, dtype=np.float64)
+        values = np.asarray(image, dtype=np.float32)  # 8 bytes a pixel would double the peak
         finite = np.isfinite(values)
         brightest = values.max(initial=0, where=finite)
         values = np.where(finite, values, np.where(values > 0, brightest, 0.0))  # NaN: black
         if mode == "F" and brightest <= 1.0:
-            scale = 1 / 255
-        else:
-            scale = 257.0 if mode != "F" and brightest > 255 else 1.0
-        gray = Image.fromarray(np.clip(np.rint(values / scale), 0, 255).astype(np.uint8), "L")
+            values *= 255.0
+        elif mode != "F" and brightest > 255:
+            values /= 257.0
+        gray = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L")
         rgb = gray.convert("RGB")
     elif mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
         rgba = image.convert("RGBA")

@@ -110,8 +110,14 @@ def test_data_that_stops_the_run_is_one_line_not_a_traceback(tmp_path, capsys):
         (data / "images" / f"{name}.jpg").write_text("not a photo")
         Image.new("L", (8, 8), 255).save(data / "masks" / f"{name}.png")
     argv = ["--data-dir", str(data), "--group-pattern", "", "--pipeline-root", str(tmp_path / "r")]
-    with pytest.raises(SystemExit) as exit_:
-        local_runner.main([*argv, "--serving-dir", str(tmp_path / "serving")])
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            local_runner.main([*argv, "--serving-dir", str(tmp_path / "serving")])
+    finally:  # the run logs to this test's captured stderr, closed after it
+        root.handlers[:] = handlers
+        root.setLevel(level)
     assert exit_.value.code == 1
     err = capsys.readouterr().err  # the run's log, then the error
     assert "Traceback" not in err and "BytesIO" not in err

@@ -537,6 +537,10 @@ def test_binarize_mask_modes():
     np.testing.assert_array_equal(
         binarize_mask(indices.point(lambda v: v * 255).convert("1")), shape
     )
+    # Floating-point masks (TIFF): a 0..1 probability map, or 0..255.
+    for scale in (1.0, 255.0):
+        floats = Image.fromarray(np.where(shape, 0.9, 0.1).astype(np.float32) * scale, "F")
+        np.testing.assert_array_equal(binarize_mask(floats), shape)
 
 
 def test_downscale_keeps_aspect_and_binary_mask():
