@@ -81,6 +81,10 @@ def decode_pair(image_bytes: bytes, mask_bytes: bytes, max_side: int = 0) -> Dec
     converted = image.mode not in ("RGB", "L") or "transparency" in image.info
     if converted:  # before resizing: palettes and 16 bits resize badly
         image = to_rgb(image)
+    if _one_colour(image):
+        raise Rejected(
+            "blank_image", "every pixel has one colour, nothing to learn (a transparent PNG?)"
+        )
     size = _target_size(width, height, max_side)
     if image.size != size:
         image = image.resize(size, Image.Resampling.LANCZOS)
@@ -103,6 +107,12 @@ def decode_pair(image_bytes: bytes, mask_bytes: bytes, max_side: int = 0) -> Dec
         reencoded=not keep,
         note=ORIENTATION_NOTE if _ambiguous(orientation, mask_orientation, width, height) else "",
     )
+
+
+def _one_colour(image: Image.Image) -> bool:
+    extrema = image.getextrema()
+    bands = extrema if isinstance(extrema[0], tuple) else (extrema,)
+    return all(low == high for low, high in bands)
 
 
 def _target_size(width: int, height: int, max_side: int) -> tuple[int, int]:

@@ -559,16 +559,21 @@ def test_downscale_keeps_aspect_and_binary_mask():
 def test_photos_are_converted_as_the_client_converts_them():
     """Training must see what serving sends: transparency on white, 16 bits scaled."""
     mask = png_bytes(_mask())
+    # One pixel apart from the rest in each: a photo of one colour is blank_image.
     clear = np.zeros((H, W, 4), np.uint8)  # transparent black
+    clear[0, 0] = (10, 20, 30, 255)
     stored = _pixels(decode_pair(png_bytes(clear), mask).image)
-    assert stored.shape == (H, W, 3) and stored.min() == 255
+    assert stored.shape == (H, W, 3) and stored[1:].min() == 255
     keyed = io.BytesIO()  # an RGB PNG whose black is declared transparent (tRNS)
-    Image.new("RGB", (W, H)).save(keyed, format="PNG", transparency=(0, 0, 0))
+    tagged = Image.new("RGB", (W, H))
+    tagged.putpixel((0, 0), (9, 9, 9))
+    tagged.save(keyed, format="PNG", transparency=(0, 0, 0))
     stored = _pixels(decode_pair(keyed.getvalue(), mask).image)
-    assert stored.min() == 255
+    assert stored[1:].min() == 255
     mid_gray = np.full((H, W), 32896, np.uint16)  # 16 bits; clipping would make it white
+    mid_gray[0, 0] = 0
     stored = _pixels(decode_pair(png_bytes(mid_gray), mask).image)
-    assert stored.shape == (H, W, 3) and set(np.unique(stored)) == {128}
+    assert stored.shape == (H, W, 3) and set(np.unique(stored[1:])) == {128}
 
 
 def test_names_that_differ_only_in_case_and_lossy_0_1_masks_say_what_to_fix(tmp_path):
@@ -603,7 +608,7 @@ def test_iphone_heic_photos_are_paired_and_stored_re_encoded(tmp_path):
     data = tmp_path / "data"
     (data / "images").mkdir(parents=True)
     (data / "masks").mkdir()
-    Image.new("RGB", (W, H), (200, 40, 40)).save(data / "images" / "IMG_0001.HEIC")
+    Image.fromarray(_photo(5)).save(data / "images" / "IMG_0001.HEIC")
     (data / "masks" / "IMG_0001.png").write_bytes(png_bytes(_mask()))
     listing = pairs.list_pairs([str(data)], "")
     [pair] = listing.pairs
@@ -704,3 +709,10 @@ def test_decode_rejects_with_reasons():
     with pytest.raises(Rejected) as error:
         decode_pair(b"", good)
     assert error.value.reason == "empty_file"
+    # A fully transparent PNG would train as a white photo labelled with a person.
+    clear = np.zeros((H, W, 4), np.uint8)
+    clear[..., :3] = _photo(2)
+    with pytest.raises(Rejected) as error:
+        decode_pair(png_bytes(clear), good)
+    assert error.value.reason == "blank_image"
+    assert decode_pair(png_bytes(_photo(2)), good).width == W  # its opaque twin is kept
