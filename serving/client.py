@@ -140,6 +140,7 @@ class BackgroundRemover:
         backoff: float = 0.25,
         max_side: int | None = None,
         refine: bool = True,
+        reconnect_seconds: float = 30.0,
     ) -> None:
         if version is not None and label is not None:
             raise ValueError("give a model version or a version label, not both")
@@ -150,6 +151,11 @@ class BackgroundRemover:
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
+        # A server that answered before and is gone now is most likely restarting (a
+        # new version of the pod, `make serve` again): it is waited for this long.
+        # One never reached fails after ``retries``, so a typo is said at once.
+        self.reconnect_seconds = reconnect_seconds
+        self._reached = False
         # None: twice the model's mask side, asked once from the model's metadata
         # (images.MAX_SIDE if it does not say) - more pixels would only cost wire time.
         self.max_side = max_side
@@ -211,16 +217,23 @@ class BackgroundRemover:
         """One RPC with a deadline, retrying UNAVAILABLE with exponential backoff."""
         if self._closed:
             raise BackgroundRemoverError("this BackgroundRemover is closed: create a new one")
-        attempt = 0
+        attempt, started = 0, time.monotonic()
         while True:
             try:
-                return method(request, timeout=self.timeout)
+                response = method(request, timeout=self.timeout)
+                self._reached = True
+                return response
             except grpc.RpcError as err:
                 code = err.code()
-                if code != grpc.StatusCode.UNAVAILABLE or attempt >= self.retries:
+                if code != grpc.StatusCode.UNAVAILABLE or not self._retry(attempt, started):
                     raise self._readable(code, err.details() or "") from None
-            time.sleep(self.backoff * 2**attempt)
+            time.sleep(self.backoff * 2 ** min(attempt, 4))
             attempt += 1
+
+    def _retry(self, attempt: int, started: float) -> bool:
+        if self._reached:
+            return time.monotonic() - started < self.reconnect_seconds
+        return attempt < self.retries
 
     def _readable(self, code: grpc.StatusCode, details: str) -> BackgroundRemoverError:
         if self._closed and code == grpc.StatusCode.CANCELLED:  # not the server's doing

@@ -220,6 +220,46 @@ def test_unavailable_is_retried_until_a_late_server_answers():
         late.stop(0)
 
 
+def test_a_server_that_answered_before_is_waited_for_through_a_restart():
+    """A restarting server (a new pod, `make serve` again) takes 10-20 s; three quick
+    retries ended a batch mid-way. One never reached still fails at once."""
+    port = _free_port()
+    answer = get_model_status_pb2.GetModelStatusResponse()
+    answer.model_version_status.add(version=4, state=get_model_status_pb2.ModelVersionStatus.END)
+
+    def serve() -> grpc.Server:
+        handler = grpc.method_handlers_generic_handler(
+            "tensorflow.serving.ModelService",
+            {
+                "GetModelStatus": grpc.unary_unary_rpc_method_handler(
+                    lambda request, context: answer,
+                    request_deserializer=get_model_status_pb2.GetModelStatusRequest.FromString,
+                    response_serializer=get_model_status_pb2.GetModelStatusResponse.SerializeToString,
+                )
+            },
+        )
+        server = grpc.server(futures.ThreadPoolExecutor(1), handlers=[handler])
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        server.start()
+        return server
+
+    first = serve()
+    restarted = []
+    with BackgroundRemover(f"127.0.0.1:{port}", retries=1, backoff=0.1) as remover:
+        remover.status()
+        first.stop(0).wait()
+        timer = threading.Timer(3.0, lambda: restarted.append(serve()))
+        timer.start()
+        try:
+            started = time.monotonic()
+            assert remover.status() == [client_module.VersionStatus(4, "END")]
+            assert time.monotonic() - started >= 2.5  # waited, past its one retry
+        finally:
+            timer.join()
+            for server in restarted:
+                server.stop(0)
+
+
 def _jpeg(size: tuple[int, int], color=(200, 40, 40)) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", size, color).save(buffer, "JPEG")
