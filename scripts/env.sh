@@ -134,21 +134,26 @@ sandbox_exec() {
     binds+=(--bind "$path" "$path")
   done
   local tmp="${TMPDIR:-/tmp}"
-  bwrap --die-with-parent --bind "$ROOTFS" / --proc /proc --dev /dev --bind "$tmp" "$tmp" \
-    "${binds[@]}" --chdir "$(pwd -P)" \
+  run_forwarding_signals bwrap --die-with-parent --bind "$ROOTFS" / --proc /proc --dev /dev \
+    --bind "$tmp" "$tmp" "${binds[@]}" --chdir "$(pwd -P)" \
     --unsetenv PIP_FIND_LINKS --unsetenv PIP_CONSTRAINT --setenv PYTHONPATH "$REPO" \
     --setenv PATH "$VENV/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
     --setenv VIRTUAL_ENV "$VENV" --setenv BGR_IN_ENV 1 \
-    "$@" <&0 &
-  forward_signals_to_child_of $!
+    "$@"
 }
 
-# bwrap passes no signal on, and killing it kills the command at once: a TERM or
-# HUP for this script (kill, timeout, systemd) goes to the command instead, so that
-# `make serve` drains and `bgremove` finishes its photo.  Ctrl-C reaches the command
-# through the terminal; this script only waits.
-forward_signals_to_child_of() {
-  local pid=$1 status
+# Runs bwrap (CMD) and exits with its status.  bwrap passes no signal on, and killing
+# it kills the command at once: a TERM or HUP for this script (kill, timeout,
+# systemd) goes to the command instead, so that `make serve` drains and `bgremove`
+# finishes its photo.  Ctrl-C reaches the command through the terminal; this script
+# only waits.  CMD runs in the background to be waited for, where bash would start
+# it with Ctrl-C ignored: the subshell restores it first.
+run_forwarding_signals() {
+  (
+    trap - INT QUIT
+    exec "$@"
+  ) <&0 &
+  local pid=$! status
   forward() {
     local children
     children="$(cat /proc/"$pid"/task/*/children 2>/dev/null)"

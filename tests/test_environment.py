@@ -58,40 +58,63 @@ def test_cli_entry_point_resolves():
     assert "remove" in result.stdout
 
 
-def test_the_sandbox_wrapper_passes_a_stop_on_to_the_command():
-    """bwrap passes no signal on, and killing it kills the command at once: env.sh's
-    wrapper forwards TERM to the command (here a stand-in for bwrap and its child),
-    which then drains, and exits with the command's status."""
+def _wrapped(command: str) -> subprocess.Popen:
+    """``command`` (Python) run as env.sh runs bwrap: a stand-in parent of it (bwrap's
+    part) under the script's run_forwarding_signals, with errexit as in env.sh."""
     import re
-    import signal
     from pathlib import Path
 
     env_sh = (Path(__file__).parents[1] / "scripts" / "env.sh").read_text()
-    [function] = re.findall(r"^forward_signals_to_child_of\(\) \{.*?^\}$", env_sh, re.S | re.M)
-    command = (
+    [function] = re.findall(r"^run_forwarding_signals\(\) \{.*?^\}$", env_sh, re.S | re.M)
+    stand_in = f"bash -c '\"$0\" -c \"$1\"; exit $?' {sys.executable} \"$COMMAND\""
+    return subprocess.Popen(
+        ["bash", "-euo", "pipefail", "-c", f"{function}\nrun_forwarding_signals {stand_in}"],
+        env={"PATH": "/usr/bin:/bin", "COMMAND": command},
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's job
+    )
+
+
+def test_the_sandbox_wrapper_passes_a_stop_on_to_the_command():
+    """bwrap passes no signal on, and killing it kills the command at once: env.sh
+    forwards TERM to the command, which then drains, and exits with its status."""
+    import signal
+
+    wrapper = _wrapped(
         "import signal, sys, time\n"
         "signal.signal(signal.SIGTERM, lambda *_: (print('drained', flush=True), sys.exit(3)))\n"
         "print('ready', flush=True)\n"
         "time.sleep(60)\n"
-    )
-    stand_in = f'bash -c \'"$0" -c "$1"; exit $?\' {sys.executable} "$COMMAND"'
-    wrapper = subprocess.Popen(
-        # env.sh runs with errexit: a wait that a trapped signal ends must not end the script
-        [
-            "bash",
-            "-euo",
-            "pipefail",
-            "-c",
-            f"{function}\n{stand_in} <&0 &\nforward_signals_to_child_of $!",
-        ],
-        env={"PATH": "/usr/bin:/bin", "COMMAND": command},
-        stdout=subprocess.PIPE,
-        text=True,
     )
     try:
         assert wrapper.stdout.readline() == "ready\n"
         wrapper.send_signal(signal.SIGTERM)
         assert wrapper.stdout.readline() == "drained\n"
         assert wrapper.wait(timeout=30) == 3
+    finally:
+        wrapper.kill()
+
+
+def test_ctrl_c_still_reaches_the_command_through_the_wrapper():
+    """bash starts a background job with Ctrl-C ignored: make serve, make test and
+    bgremove could not be interrupted in the sandbox."""
+    import os
+    import signal
+
+    wrapper = _wrapped(
+        "import time\n"
+        "print('ready', flush=True)\n"
+        "try:\n"
+        "    time.sleep(60)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted', flush=True)\n"
+        "    raise SystemExit(4)\n"
+    )
+    try:
+        assert wrapper.stdout.readline() == "ready\n"
+        os.killpg(wrapper.pid, signal.SIGINT)  # what the terminal sends on Ctrl-C
+        assert wrapper.stdout.readline() == "interrupted\n"
+        assert wrapper.wait(timeout=30) == 4
     finally:
         wrapper.kill()
