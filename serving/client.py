@@ -164,6 +164,8 @@ class BackgroundRemover:
         # and 37 ms at 1080x1920 on 2 cores.
         self.refine = refine
         self._learnt_side: int | None = None
+        self._side_failures = 0  # metadata calls for the send side that failed
+        self._side_error: RequestFailed | None = None
         self._closed = False
         self._side_lock = threading.Lock()
         self._channel = grpc.insecure_channel(
@@ -279,9 +281,19 @@ class BackgroundRemover:
         """
         if self.max_side:
             return self.max_side
+        failures = self._side_failures
         with self._side_lock:
             if self._learnt_side is None:
-                self._learnt_side = self._side_from_metadata()
+                # Threads that waited while the call failed fail with it, rather than
+                # each wait out a timeout of its own in turn; later photos ask again.
+                if self._side_failures != failures and self._side_error is not None:
+                    raise self._side_error
+                try:
+                    self._learnt_side = self._side_from_metadata()
+                except RequestFailed as error:
+                    self._side_error = error
+                    self._side_failures += 1
+                    raise
         return self._learnt_side
 
     def _side_from_metadata(self) -> int:

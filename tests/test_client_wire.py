@@ -356,6 +356,26 @@ def test_a_timed_out_metadata_call_fixes_no_size(server, monkeypatch):
         fresh.close()
 
 
+def test_threads_waiting_on_a_failing_metadata_call_fail_with_it(server, monkeypatch):
+    """Else each waited out a timeout of its own in turn: --jobs times as long."""
+    calls = []
+
+    def slow_failure():
+        calls.append(1)
+        time.sleep(0.5)
+        raise RequestFailed("did not answer", grpc.StatusCode.DEADLINE_EXCEEDED)
+
+    with BackgroundRemover(server) as remover:
+        monkeypatch.setattr(remover, "metadata", slow_failure)
+        with futures.ThreadPoolExecutor(4) as pool:
+            results = [pool.submit(remover.send_side) for _ in range(4)]
+            errors = [f.exception(timeout=30) for f in results]
+        assert all(isinstance(e, RequestFailed) for e in errors) and len(calls) == 1
+        with pytest.raises(RequestFailed):
+            remover.send_side()  # a later photo asks again
+        assert len(calls) == 2
+
+
 def test_photos_are_sent_at_twice_the_models_side_known_before_the_first(server, monkeypatch):
     with BackgroundRemover(server) as remover:
         # From the model's metadata: 2 x 32 px model, raised to the floor.

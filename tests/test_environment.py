@@ -66,7 +66,7 @@ def _wrapped(command: str) -> subprocess.Popen:
 
     env_sh = (Path(__file__).parents[1] / "scripts" / "env.sh").read_text()
     [function] = re.findall(r"^run_forwarding_signals\(\) \{.*?^\}$", env_sh, re.S | re.M)
-    stand_in = f"bash -c '\"$0\" -c \"$1\"; exit $?' {sys.executable} \"$COMMAND\""
+    stand_in = f'bash -c \'"$0" -c "$1"; exit $?\' {sys.executable} "$COMMAND"'
     return subprocess.Popen(
         ["bash", "-euo", "pipefail", "-c", f"{function}\nrun_forwarding_signals {stand_in}"],
         env={"PATH": "/usr/bin:/bin", "COMMAND": command},

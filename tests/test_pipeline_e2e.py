@@ -143,13 +143,20 @@ def test_pipeline_pushes_only_better_models(tmp_path):
         key=lambda a: a.id,
     )
     assert len(models) == 3
+    root = Path(first.pipeline_root)
+    leftover = root / "Trainer" / "model" / "999999"  # a failed step's, never recorded
+    leftover.mkdir()
+    stranger = root / "serving" / "bgremover" / "3"  # not the pipeline's: not touched
+    stranger.mkdir(parents=True)
+    (stranger / "saved_model.pb").write_bytes(b"x")
     pruned = prune.prune(first.pipeline_root, keep_runs=1)
     assert models[1].uri in pruned.deleted and not Path(models[1].uri).exists()
+    assert not leftover.exists() and (stranger / "saved_model.pb").exists()
     assert Path(models[0].uri).exists()  # the third run's baseline
     assert pruned.blessed_model == models[2].uri and Path(models[2].uri).exists()
     [gone] = store.get_artifacts_by_id([models[1].id])
     assert gone.state == metadata_store_pb2.Artifact.DELETED
-    # The second run again: TFX's cache must not hand out the deleted model.
+    # The second run again, in the pruned root: it trains anew, as its model is gone.
     local_runner.run(_config(tmp_path, learning_rate=0.0, epochs=1))
     trainer_runs = store.get_executions_by_context(trainer)
     assert trainer_runs[-1].last_known_state == complete, trainer_runs[-1]

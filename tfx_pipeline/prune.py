@@ -5,8 +5,7 @@ TFX keeps every run's artifacts: a copy of the examples whenever the photos chan
 LocalDagRunner has no garbage collection. This deletes the artifacts that none of
 the last runs read or wrote, but never the last blessed model, which the next run
 compares with and warm-starts from. Each deleted artifact is marked DELETED in ML
-Metadata: TFX's cache and input resolvers take LIVE artifacts only, so no later
-run reuses what is gone.
+Metadata, as TFX's input resolvers expect: they take LIVE artifacts only.
 
     python -m tfx_pipeline.prune --config configs/real.toml --keep-runs 3 [--dry-run]
 """
@@ -14,6 +13,7 @@ run reuses what is gone.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import sys
@@ -38,17 +38,15 @@ class Pruned:
     blessed_model: str | None = None
 
 
-def _metadata_path(root: str) -> str:
-    path = os.path.join(root, "metadata.sqlite")
+def _metadata_path(path: str) -> str:
     if not os.path.isfile(path):
-        raise ValueError(f"{root}: no ML Metadata store (metadata.sqlite); has a run used it?")
+        raise ValueError(f"no ML Metadata store at {path}; has a run used this pipeline root?")
     return path
 
 
-def _store(root: str) -> mlmd.MetadataStore:
-    path = _metadata_path(root)
+def _store(path: str) -> mlmd.MetadataStore:
     connection = metadata_store_pb2.ConnectionConfig()
-    connection.sqlite.filename_uri = path
+    connection.sqlite.filename_uri = _metadata_path(path)
     connection.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE
     return mlmd.MetadataStore(connection)
 
@@ -67,14 +65,23 @@ def _producers(store: mlmd.MetadataStore, artifact_id: int) -> set[int]:
     return {e.execution_id for e in events if e.type == metadata_store_pb2.Event.OUTPUT}
 
 
-def _last_blessing(store: mlmd.MetadataStore) -> metadata_store_pb2.Artifact | None:
-    """The newest positive ModelBlessing: with its model, what the next run resolves."""
-    blessings = [
-        b
-        for b in store.get_artifacts_by_type("ModelBlessing")
-        if b.state == _LIVE and b.custom_properties["blessed"].int_value == 1
-    ]
-    return max(blessings, key=lambda b: b.id, default=None)
+def _last_blessed(store: mlmd.MetadataStore) -> tuple[int | None, set[int]]:
+    """The model the next run resolves as its baseline and warm start, by
+    LatestBlessedModelStrategy's rule (the highest model id with a LIVE positive
+    blessing), and those blessings."""
+    blessed: dict[int, set[int]] = {}
+    for blessing in store.get_artifacts_by_type("ModelBlessing"):
+        if blessing.state == _LIVE and blessing.custom_properties["blessed"].int_value == 1:
+            model_id = blessing.custom_properties["current_model_id"].int_value
+            blessed.setdefault(model_id, set()).add(blessing.id)
+    live = {a.id for a in store.get_artifacts_by_id(list(blessed)) if a.state == _LIVE}
+    model_id = max(live, default=None)
+    return model_id, blessed.get(model_id, set())
+
+
+def _node_ids(store: mlmd.MetadataStore) -> set[str]:
+    """The pipeline's node folders: ``<pipeline>.<node id>`` contexts name them."""
+    return {c.name.rpartition(".")[2] for c in store.get_contexts_by_type("node")}
 
 
 def _size(path: str) -> int:
@@ -95,14 +102,15 @@ def _inside(path: str, root: str) -> bool:
     )
 
 
-def _leftovers(root: str, executions: set[int], kept_uris: set[str]) -> list[str]:
+def _leftovers(root: str, nodes: set[str], executions: set[int], kept: set[str]) -> list[str]:
     """Folders ``<node>/<output>/<execution id>`` of older executions that ML Metadata
-    never recorded as artifacts: a failed step's outputs and TFX's working folders."""
+    never recorded as artifacts, such as a failed step's outputs: only in the
+    pipeline's own node folders, never through a link out of the root."""
     found = []
-    for node in sorted(os.listdir(root)):
+    for node in sorted(nodes):
         node_dir = os.path.join(root, node)
-        if node.startswith(("_", ".")) or node == "train_backup" or not os.path.isdir(node_dir):
-            continue  # wheels, the run lock, checkpoints of an interrupted run
+        if not os.path.isdir(node_dir) or not _inside(node_dir, root):
+            continue
         for key in sorted(os.listdir(node_dir)):
             key_dir = os.path.join(node_dir, key)
             if not os.path.isdir(key_dir):
@@ -110,7 +118,7 @@ def _leftovers(root: str, executions: set[int], kept_uris: set[str]) -> list[str
             for name in sorted(os.listdir(key_dir)):
                 path = os.path.join(key_dir, name)
                 old = name.isdigit() and int(name) not in executions
-                if old and os.path.realpath(path) not in kept_uris:
+                if old and _inside(path, root) and os.path.realpath(path) not in kept:
                     found.append(path)
     return found
 
@@ -124,24 +132,23 @@ def _remove(path: str) -> int:
     return size
 
 
-def prune(root: str, keep_runs: int, dry_run: bool = False) -> Pruned:
+def prune(root: str, keep_runs: int, dry_run: bool = False, metadata: str = "") -> Pruned:
+    """``metadata``: the store's path if not ``<root>/metadata.sqlite``."""
     if keep_runs < 1:
         raise ValueError("keep_runs must be at least 1: the last run's artifacts are the cache")
-    store = _store(root)
+    store = _store(metadata or os.path.join(root, "metadata.sqlite"))
     runs = sorted(store.get_contexts_by_type("pipeline_run"), key=lambda c: c.id)
     kept = runs[-keep_runs:]
     result = Pruned(runs=len(runs), kept_runs=len(kept))
     executions = _executions(store, kept)
     keep = set()
-    blessing = _last_blessing(store)
-    if blessing is not None:
-        model_id = blessing.custom_properties["current_model_id"].int_value
+    model_id, blessings = _last_blessed(store)
+    if model_id is not None:
         [model] = store.get_artifacts_by_id([model_id])
         result.blessed_model = model.uri
-        keep |= {blessing.id, model_id}
+        keep |= {model_id, *blessings}
         executions |= _producers(store, model_id)  # with its run's TensorBoard logs
     keep |= _used_by(store, executions)
-    kept_uris = {os.path.realpath(a.uri) for a in store.get_artifacts_by_id(list(keep)) if a.uri}
     gone = [
         artifact
         for artifact in store.get_artifacts()
@@ -150,11 +157,14 @@ def prune(root: str, keep_runs: int, dry_run: bool = False) -> Pruned:
         and artifact.uri
         and _inside(artifact.uri, root)
     ]
+    # Any artifact's folder that is not going stays, whatever its state or place.
+    gone_ids = {a.id for a in gone}
+    staying = {os.path.realpath(a.uri) for a in store.get_artifacts() if a.id not in gone_ids}
     paths = [a.uri for a in gone if os.path.exists(a.uri)]
     counted = {os.path.realpath(path) for path in paths}
     paths += [
         path
-        for path in _leftovers(root, executions, kept_uris)
+        for path in _leftovers(root, _node_ids(store), executions, staying)
         if os.path.realpath(path) not in counted
     ]
     result.deleted = paths
@@ -162,7 +172,7 @@ def prune(root: str, keep_runs: int, dry_run: bool = False) -> Pruned:
         result.freed_bytes = sum(_size(path) for path in paths)
         return result
     # Marked first: a prune stopped halfway leaves folders for the next one to remove,
-    # never a LIVE artifact whose folder is gone for TFX's cache to hand out.
+    # never a LIVE artifact whose folder is gone.
     for artifact in gone:
         artifact.state = _DELETED
     if gone:
@@ -185,14 +195,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = config_lib.load(args.config)
-        root = args.pipeline_root or config.pipeline_root
+        if args.pipeline_root:
+            config = dataclasses.replace(config, pipeline_root=args.pipeline_root)
+        root = config.pipeline_root
         if config_lib.is_uri(root):
             raise ValueError(
                 f"{root} is in an object store: use its lifecycle rules; this prunes local roots"
             )
-        _metadata_path(root)  # before the lock, which would create a mistyped root
+        metadata = _metadata_path(config.metadata_sqlite)  # before the lock creates a root
         with only_run_in(root):
-            result = prune(os.path.abspath(root), args.keep_runs, args.dry_run)
+            result = prune(os.path.abspath(root), args.keep_runs, args.dry_run, metadata)
     except (ValueError, RootInUse) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     verb = "would free" if args.dry_run else "freed"
