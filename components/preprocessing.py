@@ -27,7 +27,8 @@ def header_pixels(image_bytes: tf.Tensor) -> tf.Tensor:
     takes gigabytes of memory (a decompression bomb)."""
     # The first 30 bytes, zero-padded: a shorter file must reach the decoder's own
     # error, not fail here on reading past its end.
-    head_bytes = tf.strings.substr(tf.strings.join([image_bytes, b"\0" * 30]), 0, 30)
+    head_bytes = tf.strings.substr(image_bytes, 0, 30)  # never past the end from 0
+    head_bytes = tf.strings.substr(tf.strings.join([head_bytes, b"\0" * 30]), 0, 30)
     head = tf.cast(tf.io.decode_raw(head_bytes, tf.uint8), tf.int64)
 
     def big_endian(start: int, length: int) -> tf.Tensor:

@@ -200,8 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[server],
         help="print the served model versions and their states",
         description="Print the served model versions and their states.",
-        epilog="exit status: 0 a version serves and none failed to load, 1 none serves or "
-        "one failed\n(a push that did not go live), 2 server unreachable or model unknown.",
+        epilog="exit status: 0 a version serves and no newer one failed to load, 1 none "
+        "serves or a newer\none failed (a push that did not go live), 2 server unreachable "
+        "or model unknown.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     status.set_defaults(run=run_status)
@@ -376,9 +377,10 @@ def run_status(args: argparse.Namespace) -> int:
     for v in versions:
         problem = f"  {v.error_code}: {v.error_message}" if v.error_code != "OK" else ""
         print(f"  version {v.version}: {v.state}{problem}")
-    serving = any(v.state == "AVAILABLE" for v in versions)
-    failed = any(v.error_code != "OK" for v in versions)  # a push that did not go live
-    return EXIT_OK if serving and not failed else EXIT_FAILED
+    serving = [v.version for v in versions if v.state == "AVAILABLE"]
+    # A push that did not go live: a failed version newer than what serves.
+    failed = [v.version for v in versions if v.error_code != "OK"]
+    return EXIT_OK if serving and max(failed, default=0) < max(serving) else EXIT_FAILED
 
 
 def _format_of(path: Path) -> str:
@@ -682,7 +684,8 @@ def _run_all(
     from serving.client import ModelNotFound, RequestFailed, ServerUnavailable
 
     fatal: Exception | None = None
-    # A hung server costs the full timeout per photo: two rounds of them end the batch.
+    # A hung server costs the full timeout per photo: two rounds of --jobs of them in
+    # a row (at least three) end the batch.
     stalled, stall_limit = 0, max(3, 2 * args.jobs)
     with (
         ThreadPoolExecutor(max_workers=args.jobs) as pool,

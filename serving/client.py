@@ -75,7 +75,7 @@ class ModelNotFound(BackgroundRemoverError):
 
 
 # Answers that say nothing about the server, only about this moment.
-_TRANSIENT = {
+TRANSIENT = {
     grpc.StatusCode.DEADLINE_EXCEEDED,
     grpc.StatusCode.CANCELLED,
     grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -302,7 +302,7 @@ class BackgroundRemover:
         except RequestFailed as error:
             # A timeout or a busy moment: guessing would fix another size for good, and
             # the same photo would get another mask; the next photo asks again.
-            if error.code in _TRANSIENT:
+            if error.code in TRANSIENT:
                 raise
             return images.MAX_SIDE  # a server that serves masks but does not say its size
         shape = signature.get("outputs", {}).get(defaults.OUTPUT_MASK, {}).get("shape")

@@ -75,8 +75,10 @@ def readable_tf_error(error: tf.errors.OpError) -> str:
     message = re.sub(r"\{\{[^}]*\}\}|\[\[.*?\]\]|\[Op:[^\]]*\]", " ", error.message, flags=re.S)
     # The export's own checks: "assertion failed: [why] [Condition x <= y ...] [x (node) = ] [n]"
     check = re.search(r"assertion failed: \[(.*?)\] \[Condition.*?= \] \[(\d+)\]", message, re.S)
-    if check:
+    if check and "megapixels" in check[1]:
         return f"{check[1]}; this one states {int(check[2]) / 1e6:g} megapixels"
+    if check:
+        return check[1]
     return " ".join(message.split()) or type(error).__name__
 
 

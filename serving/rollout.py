@@ -332,7 +332,13 @@ def reload_server(address: str, config: ModelServerConfig, timeout: float = 30.0
 
 def wait_until_available(address: str, model: str, version: int, timeout: float) -> None:
     """Polls GetModelStatus until ``version`` is AVAILABLE; a failed load is an error."""
-    from serving.client import BackgroundRemover, ModelNotFound, RequestFailed, ServerUnavailable
+    from serving.client import (
+        TRANSIENT,
+        BackgroundRemover,
+        ModelNotFound,
+        RequestFailed,
+        ServerUnavailable,
+    )
 
     deadline = time.monotonic() + timeout
     last = "none"
@@ -345,6 +351,8 @@ def wait_until_available(address: str, model: str, version: int, timeout: float)
             except ModelNotFound:
                 last = "not known yet"  # the server polls its file system
             except RequestFailed as error:  # busy with requests: status can take seconds
+                if error.code not in TRANSIENT:
+                    raise RolloutError(str(error)) from None
                 last = str(error)
             except ServerUnavailable as error:
                 raise RolloutError(str(error)) from None

@@ -103,6 +103,13 @@ def model_settings(config: model_server_config_pb2.ModelServerConfig) -> ModelSe
     )
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def _cores() -> int:
     """The cores this process may use (a container's CPU set, not the host's)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -128,6 +135,22 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         # request waits for a turn here, where its deadline can still pass unspent.
         self._turns = threading.BoundedSemaphore(concurrent_runs) if concurrent_runs else None
 
+    @contextlib.contextmanager
+    def _turn(self, context: grpc.ServicerContext):
+        """Waits for a free core no longer than the request's deadline, so that a
+        worker thread is not held for a request nobody will read."""
+        if self._turns is None:
+            yield
+            return
+        if not self._turns.acquire(timeout=context.time_remaining()):
+            raise ServingError(
+                grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed waiting for a free core"
+            )
+        try:
+            yield
+        finally:
+            self._turns.release()
+
     def Predict(self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext):
         try:
             model = _resolve(self._store, request.model_spec)
@@ -138,7 +161,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             log.debug(
                 "Predict %s version %d %s", self._store.model_name, model.version, signature_name
             )
-            with self._turns or contextlib.nullcontext():
+            with self._turn(context):
                 if not context.is_active():  # cancelled or past its deadline while waiting
                     raise ServingError(grpc.StatusCode.CANCELLED, "the client is gone")
                 outputs = model.predict(signature_name, inputs)
@@ -450,8 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--concurrent-runs",
-        type=int,
-        help="model runs at once without batching (default: one per core)",
+        type=_positive,
+        help="model runs at once when not batching (default: one per core)",
     )
     parser.add_argument("--fallback-model", help="SavedModel served as version 1 until one exists")
     parser.add_argument("--grace-seconds", type=float, default=10.0, help="on SIGTERM")

@@ -164,6 +164,19 @@ def test_status_lists_versions(server, capsys):
     assert "version 1: AVAILABLE" in out
 
 
+def test_status_fails_only_for_a_failed_version_newer_than_what_serves(server, monkeypatch):
+    from serving.client import BackgroundRemover, VersionStatus
+
+    failed = VersionStatus(3, "END", "UNKNOWN", "Failed to load version 3")
+    for versions, code in [
+        ([failed, VersionStatus(2, "AVAILABLE")], 1),  # the push did not go live
+        ([VersionStatus(4, "AVAILABLE"), failed], 0),  # an old failure, fixed by a newer push
+        ([failed], 1),
+    ]:
+        monkeypatch.setattr(BackgroundRemover, "status", lambda self, v=versions: v)
+        assert main(["status", "--server", server]) == code, versions
+
+
 def test_the_output_never_replaces_a_photo(tmp_path, capsys):
     photo = _write(tmp_path / "photos" / "a.png", encode_image(8, 8, "PNG"))
     before = photo.read_bytes()

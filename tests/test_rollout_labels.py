@@ -267,10 +267,13 @@ def test_rollout_imports_no_tensorflow(tmp_path):
 def test_a_busy_server_is_waited_for_not_a_traceback(monkeypatch):
     """Status calls queue behind predictions on a loaded server: one that took over its
     10 s ended set-canary in a traceback, the version listed but not labelled."""
+    import grpc
+
     from serving import client, rollout
 
+    late = grpc.StatusCode.DEADLINE_EXCEEDED
     answers = iter(
-        [client.RequestFailed("did not answer within 10s", None)] * 2
+        [client.RequestFailed("did not answer within 10s", late)] * 2
         + [client.VersionStatus(7, "AVAILABLE", "OK", "")]
     )
 
@@ -284,7 +287,7 @@ def test_a_busy_server_is_waited_for_not_a_traceback(monkeypatch):
     rollout.wait_until_available("localhost:1", "bgremover", 7, timeout=30)
 
     def busy(self):
-        raise client.RequestFailed("did not answer within 10s", None)
+        raise client.RequestFailed("did not answer within 10s", late)
 
     monkeypatch.setattr(client.BackgroundRemover, "status", busy)
     with pytest.raises(rollout.RolloutError, match="last answer: .*did not answer within 10s"):

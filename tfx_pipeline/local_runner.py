@@ -146,8 +146,8 @@ def check_local_paths(config: config_lib.PipelineConfig) -> config_lib.PipelineC
     local = model and not config_lib.is_uri(model)
     if local and not os.path.isfile(os.path.join(model, "saved_model.pb")):
         raise ValueError(f"init_model {model}: no SavedModel there (saved_model.pb)")
-    if local:
-        _check_input_size(model, config)
+    # Under warm_start a blessed model, once there is one, is the start instead.
+    if local and _check_input_size(model, config) and not config.warm_start:
         _check_architecture(model, config)
     for name in ("pipeline_root", "serving_dir"):
         _check_writable(name, getattr(config, name))
@@ -163,9 +163,10 @@ def check_local_paths(config: config_lib.PipelineConfig) -> config_lib.PipelineC
     return config
 
 
-def _check_input_size(model: str, config: config_lib.PipelineConfig) -> None:
+def _check_input_size(model: str, config: config_lib.PipelineConfig) -> bool:
     """An export of another input size is another architecture: say so before ingestion,
-    from the SavedModel's float signature, without loading it."""
+    from the SavedModel's float signature, without loading it.  False for an export
+    that is not this project's: the Trainer says what is wrong with it."""
     from tensorflow.core.protobuf import saved_model_pb2
 
     from serving import defaults
@@ -175,7 +176,7 @@ def _check_input_size(model: str, config: config_lib.PipelineConfig) -> None:
         saved.ParseFromString(f.read())
     signature = saved.meta_graphs[0].signature_def.get(defaults.SIGNATURE_FLOAT)
     if signature is None or len(signature.inputs) != 1:
-        return  # not this project's export: the Trainer says what is wrong
+        return False
     [pixels] = signature.inputs.values()
     size = [d.size for d in pixels.tensor_shape.dim][1:3]
     if size != [config.image_height, config.image_width]:
@@ -185,6 +186,7 @@ def _check_input_size(model: str, config: config_lib.PipelineConfig) -> None:
             "was trained with (for the shipped models/bgremover/1: "
             "CONFIG=configs/finetune-own-photos.toml)"
         )
+    return True
 
 
 def _check_architecture(model: str, config: config_lib.PipelineConfig) -> None:
