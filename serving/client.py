@@ -173,6 +173,9 @@ class BackgroundRemover:
             options=[
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                # gRPC's own reconnect backoff grows to 2 minutes: a restarted server
+                # would be found long after reconnect_seconds ran out.
+                ("grpc.max_reconnect_backoff_ms", 2000),
             ],
         )
         self._predict = self._method(PREDICT, predict_pb2.PredictResponse)
