@@ -139,18 +139,18 @@ sandbox_exec() {
     --unsetenv PIP_FIND_LINKS --unsetenv PIP_CONSTRAINT --setenv PYTHONPATH "$REPO" \
     --setenv PATH "$VENV/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
     --setenv VIRTUAL_ENV "$VENV" --setenv BGR_IN_ENV 1 \
-    "$@"
+    env --default-signal=INT,QUIT,TERM,HUP "$@"
 }
 
-# Runs bwrap (CMD) and exits with its status.  bwrap passes no signal on, and killing
-# it kills the command at once: a TERM or HUP for this script (kill, timeout,
-# systemd) goes to the command instead, so that `make serve` drains and `bgremove`
-# finishes its photo.  Ctrl-C reaches the command through the terminal; this script
-# only waits.  CMD runs in the background to be waited for, where bash would start
-# it with Ctrl-C ignored: the subshell restores it first.
+# Runs bwrap (CMD) and exits with its status.  bwrap passes no signal on, and when it
+# dies it kills the command at once (--die-with-parent): so bwrap ignores the stop
+# signals, and the command, which gets them back (env --default-signal), stops as it
+# chooses: `make serve` drains, `bgremove` finishes its photo.  Ctrl-C, or a TERM for
+# the whole process group (systemd, pkill -f), reaches the command directly; a TERM or
+# HUP for this script alone (kill, timeout) is passed on to it.
 run_forwarding_signals() {
   (
-    trap - INT QUIT
+    trap '' INT QUIT TERM HUP
     exec "$@"
   ) <&0 &
   local pid=$! status
@@ -168,6 +168,11 @@ run_forwarding_signals() {
     wait "$pid" || status=$?
     kill -0 "$pid" 2>/dev/null || break  # a trapped signal ended the wait, not bwrap
   done
+  # bwrap may have ended while a trap ran (the wait then says 128+n): bash keeps its
+  # own status for another wait.
+  local last=0
+  wait "$pid" 2>/dev/null || last=$?
+  [ "$last" = 127 ] || status=$last
   exit "$status"
 }
 

@@ -336,6 +336,9 @@ class _Terminated(KeyboardInterrupt):
 
 
 def _interrupt(signum: int, _frame: object) -> None:
+    # Once is enough: a second TERM (sent to every process, and passed on by the
+    # sandbox wrapper too) must not cut short the photos being finished.
+    signal.signal(signum, signal.SIG_IGN)
     raise _Terminated(signum)
 
 

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import ml_metadata as mlmd
+import pytest
 import tensorflow as tf
 import tensorflow_data_validation as tfdv
 from ml_metadata.proto import metadata_store_pb2
@@ -66,7 +67,9 @@ def _wrapped(command: str) -> subprocess.Popen:
 
     env_sh = (Path(__file__).parents[1] / "scripts" / "env.sh").read_text()
     [function] = re.findall(r"^run_forwarding_signals\(\) \{.*?^\}$", env_sh, re.S | re.M)
-    stand_in = f'bash -c \'"$0" -c "$1"; exit $?\' {sys.executable} "$COMMAND"'
+    # bash -c stands in for bwrap: it dies of a stop signal it does not ignore.
+    reset = "env --default-signal=INT,QUIT,TERM,HUP"
+    stand_in = f'bash -c \'{reset} "$0" -c "$1"; exit $?\' {sys.executable} "$COMMAND"'
     return subprocess.Popen(
         ["bash", "-euo", "pipefail", "-c", f"{function}\nrun_forwarding_signals {stand_in}"],
         env={"PATH": "/usr/bin:/bin", "COMMAND": command},
@@ -76,20 +79,30 @@ def _wrapped(command: str) -> subprocess.Popen:
     )
 
 
-def test_the_sandbox_wrapper_passes_a_stop_on_to_the_command():
-    """bwrap passes no signal on, and killing it kills the command at once: env.sh
-    forwards TERM to the command, which then drains, and exits with its status."""
+@pytest.mark.parametrize("whole_group", [False, True], ids=["kill-wrapper", "pkill-f"])
+def test_the_sandbox_wrapper_passes_a_stop_on_to_the_command(whole_group):
+    """bwrap passes no signal on, and when it dies it kills the command at once: a
+    TERM for the wrapper, or for all its processes (systemd, pkill -f), lets the
+    command drain, and the wrapper exits with the command's status."""
+    import os
     import signal
 
-    wrapper = _wrapped(
+    wrapper = _wrapped(  # stops as the server does: the signal sets a flag, once or twice
         "import signal, sys, time\n"
-        "signal.signal(signal.SIGTERM, lambda *_: (print('drained', flush=True), sys.exit(3)))\n"
+        "stop = []\n"
+        "signal.signal(signal.SIGTERM, lambda *_: stop.append(1))\n"
         "print('ready', flush=True)\n"
-        "time.sleep(60)\n"
+        "while not stop:\n"
+        "    time.sleep(0.05)\n"
+        "print('drained', flush=True)\n"
+        "sys.exit(3)\n"
     )
     try:
         assert wrapper.stdout.readline() == "ready\n"
-        wrapper.send_signal(signal.SIGTERM)
+        if whole_group:
+            os.killpg(wrapper.pid, signal.SIGTERM)
+        else:
+            wrapper.send_signal(signal.SIGTERM)
         assert wrapper.stdout.readline() == "drained\n"
         assert wrapper.wait(timeout=30) == 3
     finally:
@@ -104,8 +117,8 @@ def test_ctrl_c_still_reaches_the_command_through_the_wrapper():
 
     wrapper = _wrapped(
         "import time\n"
-        "print('ready', flush=True)\n"
         "try:\n"
+        "    print('ready', flush=True)\n"
         "    time.sleep(60)\n"
         "except KeyboardInterrupt:\n"
         "    print('interrupted', flush=True)\n"
