@@ -30,6 +30,7 @@ from components import ingestion_report as report_lib
 from components import pairs as pairs_lib
 from components.decode import Decoded, Rejected, decode_pair
 from components.preprocessing import HEIGHT_KEY, ID_KEY, IMAGE_KEY, MASK_KEY, WIDTH_KEY
+from serving.images import unreadable_reason
 from tfx_pipeline.config import PipelineConfig
 
 FOREGROUND_FRACTION_KEY = "foreground_fraction"
@@ -123,8 +124,7 @@ class DecodePairFn(beam.DoFn):
 
 def _read(path: str) -> bytes:
     if "://" not in path and not os.path.isfile(path):  # a pipe would block forever
-        reason = "a link to nothing" if os.path.islink(path) else "not a regular file"
-        raise Rejected("read_error", f"{path}: {reason}")
+        raise Rejected("read_error", f"{path}: {unreadable_reason(path)}")
     try:
         with tf.io.gfile.GFile(path, "rb") as f:
             return f.read()

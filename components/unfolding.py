@@ -102,9 +102,9 @@ _SETTINGS_HINT = (
 )
 
 
-def _matched(model: keras.Model, export_dir: str) -> tuple[keras.Model, dict, dict]:
-    """``model`` folded, the export's values and the folded model's names for them;
-    raises if the export is not ``model``'s architecture."""
+def _matched(model: keras.Model, export_dir: str) -> tuple[dict, keras.Model, dict, dict]:
+    """``model``'s foldable pairs, ``model`` folded, the export's values and the folded
+    model's names for them; raises if the export is not ``model``'s architecture."""
     pairs = foldable_pairs(model)
     if not all(norm.scale and norm.center for norm in pairs.values()):
         raise ValueError(f"{model.name}: unfolding needs BatchNorms with scale and center")
@@ -126,7 +126,7 @@ def _matched(model: keras.Model, export_dir: str) -> tuple[keras.Model, dict, di
                 f"{export_dir}: {variable.path} has shape {value.shape}, the configured model "
                 f"{tuple(variable.shape)}: another architecture" + _SETTINGS_HINT
             )
-    return folded, values, names
+    return pairs, folded, values, names
 
 
 def check_exported(model: keras.Model, export_dir: str) -> None:
@@ -140,8 +140,7 @@ def load_exported(model: keras.Model, export_dir: str, photos: tf.data.Dataset) 
 
     ``photos`` yields batches of images at the model's input size.
     """
-    folded, values, names = _matched(model, export_dir)
-    pairs = foldable_pairs(model)
+    pairs, folded, values, names = _matched(model, export_dir)
     for variable in folded.weights:
         variable.assign(values[names[variable.path]])
     restored = {}

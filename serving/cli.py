@@ -400,6 +400,8 @@ def _find_images(folder: Path, exclude: Path | None) -> tuple[list[Path], list[t
     """Photos under ``folder``, through linked folders too (each real folder once), and
     what cannot be read, with why: links that lead nowhere (a photo deleted, a drive not
     mounted), whatever their name, and pipes or devices named like photos."""
+    from serving import images
+
     found, broken, visited = [], [], set()
     for root, dirs, files in os.walk(folder, followlinks=True):
         real = os.path.realpath(root)
@@ -414,20 +416,14 @@ def _find_images(folder: Path, exclude: Path | None) -> tuple[list[Path], list[t
                 if path.suffix.lower() in defaults.PHOTO_EXTENSIONS:
                     found.append(path)
             elif path.is_symlink() or path.suffix.lower() in defaults.PHOTO_EXTENSIONS:
-                broken.append((path, _why_unreadable(path)))
+                broken.append((path, images.unreadable_reason(path)))
     return sorted(found), sorted(broken)
-
-
-def _why_unreadable(path: Path) -> str:
-    if path.is_symlink() and not path.exists():
-        return "a link to nothing"
-    if not path.exists():
-        return "no such file or folder"
-    return "not a regular file"  # a pipe or device: reading it could block forever
 
 
 def plan(args: argparse.Namespace) -> tuple[list[Task], list[tuple[str, str]]]:
     """Maps inputs to outputs; missing inputs become failures, not a stop."""
+    from serving import images
+
     suffix = "." + args.format
     inputs: list[str] = args.inputs
     output: str | None = args.output
@@ -476,7 +472,7 @@ def plan(args: argparse.Namespace) -> tuple[list[Task], list[tuple[str, str]]]:
                 tasks.append(Task(path, target / rel, FORMATS[suffix]))
             failed.extend((str(path), why) for path, why in broken)
         elif not source.is_file():
-            failed.append((name, _why_unreadable(source)))
+            failed.append((name, images.unreadable_reason(source)))
         elif output == STDIO:
             tasks.append(Task(source, STDIO, FORMATS[suffix]))
         elif single and output is not None and out_dir is None:

@@ -88,6 +88,15 @@ def load(source: ImageSource) -> Image.Image:
         raise InvalidImage(f"not a readable image ({reason})") from err
 
 
+def unreadable_reason(path: str | os.PathLike) -> str:
+    """Why a path that is not a regular file cannot be read as a photo."""
+    if os.path.islink(path) and not os.path.exists(path):
+        return "a link to nothing"
+    if not os.path.exists(path):
+        return "no such file or folder"
+    return "not a regular file"  # a pipe or device: reading it could block forever
+
+
 def header(source: ImageSource) -> tuple[int, int]:
     """Width x height and the number of frames or pages, from the header alone;
     (0, 1) if it cannot tell, as loading the photo then says why."""
