@@ -156,7 +156,8 @@ run_forwarding_signals() {
   local pid=$! status
   forward() {
     local children
-    children="$(cat /proc/"$pid"/task/*/children 2>/dev/null)"
+    # || true: bwrap may be gone already, and errexit would end this script in the trap
+    children="$(cat /proc/"$pid"/task/*/children 2>/dev/null || true)"
     # shellcheck disable=SC2086  # one pid a word
     kill -"$1" ${children:-$pid} 2>/dev/null || true
   }
