@@ -530,8 +530,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ServingError, ValueError) as error:
         parser.error(str(error))
     stop = threading.Event()
+
+    def stopping(signum: int, _frame: object) -> None:
+        # Later ones change nothing, and one during the interpreter's exit (where Python
+        # restores the default action) would end a drained server as killed: a TERM
+        # for the whole group reaches it twice through the sandbox wrapper.
+        for ignored in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(ignored, signal.SIG_IGN)
+        stop.set()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, stopping)
     try:
         server.start()
     except OSError as error:  # a busy port: one line, not gRPC's traceback

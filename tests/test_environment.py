@@ -87,10 +87,14 @@ def test_the_sandbox_wrapper_passes_a_stop_on_to_the_command(whole_group):
     import os
     import signal
 
-    wrapper = _wrapped(  # stops as the server does: the signal sets a flag, once or twice
+    wrapper = _wrapped(  # stops as the server does: the first signal sets a flag, and
+        # the ones after it (the wrapper's copy of a TERM for the whole group) are ignored
         "import signal, sys, time\n"
         "stop = []\n"
-        "signal.signal(signal.SIGTERM, lambda *_: stop.append(1))\n"
+        "def stopping(signum, frame):\n"
+        "    signal.signal(signum, signal.SIG_IGN)\n"
+        "    stop.append(1)\n"
+        "signal.signal(signal.SIGTERM, stopping)\n"
         "print('ready', flush=True)\n"
         "while not stop:\n"
         "    time.sleep(0.05)\n"

@@ -582,6 +582,12 @@ def test_cli_finishes_in_flight_requests_on_sigterm(tiny_model, tmp_path):
         )  # waits ~1.5 s in the batcher
         read_until(r"Predict bgremover version 1")  # the server holds it
         process.send_signal(signal.SIGTERM)
+        read_until(r"shutting down: finishing in-flight requests")
+        # Later stop signals are ignored from here on (the sandbox wrapper's copy of a
+        # TERM for the whole group could otherwise end the drained server as killed).
+        status = Path(f"/proc/{process.pid}/status").read_text()
+        ignored = int(re.search(r"^SigIgn:\s*(\w+)$", status, re.M)[1], 16)
+        assert ignored >> (signal.SIGTERM - 1) & 1 and ignored >> (signal.SIGINT - 1) & 1
         assert in_flight.result().model_spec.version.value == 1
         assert process.wait(timeout=60) == 0
         client.close()
