@@ -110,9 +110,16 @@ def _positive(text: str) -> int:
     return value
 
 
-def _cores() -> int:
-    """The cores this process may use (a container's CPU set, not the host's)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+def _cores(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """The cores this process may use: its CPU set, capped by a container's CPU limit
+    (a Kubernetes `limits.cpu` is a cgroup quota, not a CPU set)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        cores = min(cores or 1, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):  # no cgroup v2, or "max": no limit
+        pass
+    return cores or 1
 
 
 def _version_choice(spec: model_pb2.ModelSpec) -> tuple[int | None, str]:
@@ -474,7 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--concurrent-runs",
         type=_positive,
-        help="model runs at once when not batching (default: one per core)",
+        help="model runs at once when not batching (default: one per core, within a CPU limit)",
     )
     parser.add_argument("--fallback-model", help="SavedModel served as version 1 until one exists")
     parser.add_argument("--grace-seconds", type=float, default=10.0, help="on SIGTERM")

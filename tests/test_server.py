@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import queue
 import re
 import shutil
@@ -332,6 +333,23 @@ def test_a_request_whose_deadline_passes_waiting_for_a_core_is_never_run(
         release.set()
         client.channel.close()
         server.stop(grace=0)
+
+
+@pytest.mark.parametrize(
+    ("cpu_max", "expected"),
+    [("150000 100000\n", 2), ("50000 100000\n", 1), ("max 100000\n", None), (None, None)],
+    ids=["1.5-cores", "half-a-core", "no-limit", "no-cgroup-v2"],
+)
+def test_one_run_per_core_counts_a_containers_cpu_limit(tmp_path, cpu_max, expected):
+    """A pod limited to 1.5 CPUs on a 64-core node had 64 runs at once, each slowed
+    to a crawl by the quota."""
+    from serving.server import _cores
+
+    path = tmp_path / "cpu.max"
+    if cpu_max is not None:
+        path.write_text(cpu_max)
+    allowed = len(os.sched_getaffinity(0))
+    assert _cores(path) == min(allowed, expected or allowed)
 
 
 def test_rollout_under_load_has_no_failed_request(tiny_model, tmp_path):
