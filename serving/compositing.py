@@ -6,13 +6,14 @@ has exactly the photo's size, and the photo itself is never resized.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
-from PIL import Image, ImageFilter, ImageOps
+from PIL import Image, ImageCms, ImageFilter, ImageOps
 
 from serving import defaults, images
 
@@ -120,6 +121,26 @@ def _blurred_background(photo: Image.Image, alpha: Image.Image, radius: float) -
     return blurred.convert("RGB")
 
 
+def _in_colour_space_of(photo: Image.Image, image: Image.Image) -> Image.Image:
+    """``image`` converted into the photo's colour space (untagged means sRGB), so a
+    background looks as it did behind a photo of another profile."""
+    source, target = image.info.get("icc_profile"), photo.info.get("icc_profile")
+    if source == target:
+        return image
+    try:
+        return ImageCms.profileToProfile(
+            image, _profile(source), _profile(target), outputMode="RGB"
+        )
+    except (ImageCms.PyCMSError, OSError, ValueError):  # a profile littleCMS cannot use
+        return image
+
+
+def _profile(icc: bytes | None) -> ImageCms.ImageCmsProfile:
+    if icc is None:
+        return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+    return ImageCms.ImageCmsProfile(io.BytesIO(icc))
+
+
 def composite(
     photo: Image.Image,
     mask: Image.Image,
@@ -135,14 +156,17 @@ def composite(
         result = photo.copy()
         result.putalpha(alpha)
     else:
-        if choice.kind == "color":
-            behind = Image.new("RGB", photo.size, choice.color)
+        if choice.kind == "color":  # given in sRGB, as colours on the web are
+            colour = _in_colour_space_of(photo, Image.new("RGB", (1, 1), choice.color))
+            behind = Image.new("RGB", photo.size, colour.getpixel((0, 0)))
         elif choice.kind == "blur":
             radius = choice.radius or default_blur_radius(photo.size)
             behind = _blurred_background(photo, alpha, radius)
         else:
-            behind = ImageOps.fit(choice.image, photo.size, Image.Resampling.LANCZOS)
+            fitted = ImageOps.fit(choice.image, photo.size, Image.Resampling.LANCZOS)
+            behind = _in_colour_space_of(photo, fitted)  # fit keeps the image's profile
         result = Image.composite(photo, behind, alpha)
+    result.info = {}  # not the background's profile: the person's numbers are the photo's
     for key in ("icc_profile", "dpi"):  # the photo's colour space and print size
         if photo.info.get(key):
             result.info[key] = photo.info[key]

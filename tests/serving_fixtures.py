@@ -89,3 +89,46 @@ def start_local_server(serving_dir: str | os.PathLike, timeout: float = 60.0, **
         server.stop(grace=0)
         raise
     return server
+
+
+def linear_rgb_profile() -> bytes:
+    """An ICC profile of sRGB's primaries with a gamma of 1: a colour space whose numbers
+    differ from sRGB's by a known curve (Pillow can only make sRGB itself)."""
+    import struct
+
+    def s15(value: float) -> bytes:
+        return struct.pack(">i", round(value * 65536))
+
+    def xyz(x: float, y: float, z: float) -> bytes:
+        return b"XYZ \0\0\0\0" + s15(x) + s15(y) + s15(z)
+
+    text = b"linear sRGB\0"
+    description = b"desc\0\0\0\0" + struct.pack(">I", len(text)) + text + bytes(4 + 4 + 3 + 67)
+    gamma_one = b"curv\0\0\0\0" + struct.pack(">IH", 1, 256) + bytes(2)
+    tags = [
+        (b"desc", description),
+        (b"cprt", b"text\0\0\0\0public domain\0"),
+        (b"wtpt", xyz(0.9642, 1.0, 0.8249)),  # D50, where ICC colorants live
+        (b"rXYZ", xyz(0.4361, 0.2225, 0.0139)),  # sRGB's primaries adapted to D50
+        (b"gXYZ", xyz(0.3851, 0.7169, 0.0971)),
+        (b"bXYZ", xyz(0.1431, 0.0606, 0.7141)),
+        (b"rTRC", gamma_one),
+        (b"gTRC", gamma_one),
+        (b"bTRC", gamma_one),
+    ]
+    table, data, offset = [], b"", 128 + 4 + 12 * len(tags)
+    for signature, body in tags:
+        body += bytes(-len(body) % 4)
+        table.append(signature + struct.pack(">II", offset + len(data), len(body)))
+        data += body
+    size = offset + len(data)
+    header = (
+        struct.pack(">I4sI", size, b"lcms", 0x02100000)
+        + b"mntrRGB XYZ "
+        + bytes(12)  # date
+        + b"acsp"
+        + bytes(4 + 4 + 4 + 4 + 8 + 4)  # platform, flags, manufacturer, model, attributes, intent
+        + s15(0.9642) + s15(1.0) + s15(0.8249)  # the illuminant, D50
+        + bytes(4 + 16 + 28)  # creator, profile id, reserved
+    )  # fmt: skip
+    return header + struct.pack(">I", len(tags)) + b"".join(table) + data

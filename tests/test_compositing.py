@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from serving import compositing, images
+from tests.serving_fixtures import linear_rgb_profile
 
 RED, GREEN = (220, 30, 30), (20, 200, 60)
 
@@ -91,6 +92,40 @@ def test_image_background_covers_the_photo(tmp_path):
     result = compositing.composite(photo, mask, str(path))
     assert result.size == photo.size
     assert result.getpixel((39, 0)) == (1, 2, 3) and result.getpixel((39, 29)) == (1, 2, 3)
+
+
+def _srgb_to_linear(value: int) -> int:
+    v = value / 255
+    return round(255 * (v / 12.92 if v <= 0.04045 else ((v + 0.055) / 1.055) ** 2.4))
+
+
+def _linear_to_srgb(value: int) -> int:
+    v = value / 255
+    return round(255 * (v * 12.92 if v <= 0.0031308 else 1.055 * v ** (1 / 2.4) - 0.055))
+
+
+def test_backgrounds_take_the_photos_colour_space_and_never_lend_it_theirs(tmp_path):
+    """The output carried the background's profile, so the person's colours shifted
+    (by up to 34 levels for Adobe RGB), and a colour or untagged background behind a
+    tagged photo was read in the photo's space: #1e90ff showed as (0, 145, 255)."""
+    linear = linear_rgb_profile()
+    photo, mask = _photo_and_mask()
+    backdrop = tmp_path / "tagged.png"
+    Image.new("RGB", (10, 10), (30, 144, 255)).save(backdrop, icc_profile=linear)
+
+    result = compositing.composite(photo, mask, str(backdrop))  # a tagged background
+    assert result.info.get("icc_profile") is None  # the untagged photo's sRGB
+    assert result.getpixel((2, 5)) == RED
+    expected = tuple(_linear_to_srgb(v) for v in (30, 144, 255))  # (96, 198, 255)
+    assert np.abs(np.subtract(result.getpixel((37, 5)), expected)).max() <= 1
+
+    photo.info["icc_profile"] = linear  # a tagged photo: sRGB colours are converted into it
+    for background in ("#1e90ff", str(tmp_path / "plain.png")):
+        Image.new("RGB", (10, 10), (30, 144, 255)).save(tmp_path / "plain.png")
+        result = compositing.composite(photo, mask, background)
+        assert result.info["icc_profile"] == linear and result.getpixel((2, 5)) == RED
+        expected = tuple(_srgb_to_linear(v) for v in (30, 144, 255))
+        assert np.abs(np.subtract(result.getpixel((37, 5)), expected)).max() <= 1, background
 
 
 @pytest.mark.parametrize("spec", ["purple", "#12345", "blur:-2", "blur:x", "/no/such.png"])
