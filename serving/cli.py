@@ -483,7 +483,7 @@ def plan(args: argparse.Namespace) -> tuple[list[Task], list[tuple[str, str]]]:
             dest = source.with_name(source.stem + DEFAULT_SUFFIX + suffix)
             tasks.append(Task(source, dest, FORMATS[suffix]))
     kept = []
-    for task in _deduplicate(tasks):
+    for task in _deduplicate(_once_each(tasks)):
         if _same_file(task.source, task.dest):
             failed.append(
                 (str(task.source), "the output would replace the photo: choose another -o")
@@ -491,6 +491,18 @@ def plan(args: argparse.Namespace) -> tuple[list[Task], list[tuple[str, str]]]:
         else:
             kept.append(task)
     return kept, failed
+
+
+def _once_each(tasks: list[Task]) -> list[Task]:
+    """A photo named twice (a.jpg ./a.jpg, or a folder and a photo in it) is done once."""
+    seen: set[Path] = set()
+    once = []
+    for task in tasks:
+        real = task.source.resolve() if isinstance(task.source, Path) else None
+        if real not in seen:
+            once.append(task)
+            seen.add(real)
+    return once
 
 
 def _same_file(source: Path | str, dest: Path | str) -> bool:
@@ -504,20 +516,30 @@ def _deduplicate(tasks: list[Task]) -> list[Task]:
     their whole file name (photo.jpg.nobg.png, photo.png.nobg.png), then their folders'
     names in front (cam2-IMG_0001.JPG.png).  So adding a photo later never hands its
     neighbour's existing output to it.  Names are compared in any letter case, as
-    macOS and Windows file systems do."""
+    macOS and Windows file systems do, and photos whose paths differ in case alone are
+    numbered (A.jpg.png, a.jpg-2.png)."""
     renamable = [t for t in tasks if isinstance(t.dest, Path) and isinstance(t.source, Path)]
     # What follows the stem in the first choice: ".nobg.png" next to the photo, ".png" in -o.
     endings = {id(t): t.dest.name.removeprefix(t.source.stem) for t in renamable}
-    for depth in range(64):  # deeper than any folder tree
-        clashes = Counter(str(t.dest).casefold() for t in tasks)
-        clashing = [t for t in renamable if clashes[str(t.dest).casefold()] > 1]
-        if not clashing:
-            break
-        for task in clashing:
-            folders = [p.name for p in task.source.resolve().parents][:depth][::-1]
-            name = "-".join([*folders, task.source.name]) + endings[id(task)]
-            task.dest = task.dest.with_name(name)
+    # Photos whose paths differ in letter case only (a.jpg, A.jpg) are numbered, by name:
+    # no folder in front tells them apart.
+    twins: dict[str, list[Task]] = {}
+    for task in sorted(renamable, key=lambda t: str(t.source)):
+        twins.setdefault(str(task.source.resolve()).casefold(), []).append(task)
+    for group in twins.values():
+        for number, task in enumerate(group[1:], 2):
+            endings[id(task)] = f"-{number}{endings[id(task)]}"
+    folders = {id(t): [p.name for p in t.source.resolve().parents if p.name] for t in renamable}
+    for depth in range(max((len(f) for f in folders.values()), default=0) + 1):
+        for task in _clashing(tasks, renamable):
+            names = [*folders[id(task)][:depth][::-1], task.source.name]
+            task.dest = task.dest.with_name("-".join(names) + endings[id(task)])
     return tasks
+
+
+def _clashing(tasks: list[Task], renamable: list[Task]) -> list[Task]:
+    clashes = Counter(str(t.dest).casefold() for t in tasks)
+    return [t for t in renamable if clashes[str(t.dest).casefold()] > 1]
 
 
 class WriteError(OSError):

@@ -200,6 +200,23 @@ def test_photos_with_one_stem_keep_the_suffix(server, tmp_path):
     assert names == ["a.jpg.nobg.png", "a.png.nobg.png"]
 
 
+def test_a_photo_named_twice_is_done_once_and_case_twins_are_numbered(
+    server, tmp_path, monkeypatch
+):
+    """a.jpg ./a.jpg failed one of its two writes, and a.jpg beside A.jpg took every
+    folder up to / into its name: '-tmp-...-a.jpg.png', which rm reads as options."""
+    monkeypatch.chdir(tmp_path)
+    _write(tmp_path / "a.jpg", encode_image(8, 8))
+    assert main(["remove", "a.jpg", "./a.jpg", str(tmp_path / "a.jpg"), "--server", server]) == 0
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["a.nobg.png"]
+
+    _write(tmp_path / "x" / "A.jpg", encode_image(8, 8, seed=1))
+    _write(tmp_path / "x" / "a.jpg", encode_image(8, 8, seed=2))
+    out = tmp_path / "out"
+    assert main(["remove", "x", "-o", str(out), "--server", server]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["A.jpg.png", "a.jpg-2.png"]
+
+
 def test_several_folders_into_one_output_keep_their_names(server, tmp_path):
     _write(tmp_path / "x" / "p.png", encode_image(8, 8, "PNG"))
     _write(tmp_path / "y" / "p.png", encode_image(8, 8, "PNG", seed=1))
