@@ -55,7 +55,8 @@ REMOVE_EPILOG = f"""outputs:
 Photos with one output name (photo.jpg and photo.png, or IMG_0001.JPG from several
 folders into one -o) each keep their whole name: photo.jpg.nobg.png and
 photo.png.nobg.png, then their folder's name in front: cam2-IMG_0001.JPG.png.
-Existing outputs are skipped unless --overwrite.
+Existing outputs are skipped unless --overwrite (a rerun resumes a batch); one
+file named with -o FILE is replaced.
 JPEG cannot hold transparency: use -b white (or another background) or
 --mask-only for .jpg outputs.  Animations and multi-page files give their first
 frame, and say so.
@@ -103,6 +104,7 @@ class Task:
     source: Path | str  # a path, or STDIO
     dest: Path | str  # a path, or STDIO
     fmt: str  # Pillow format name
+    named: bool = False  # the output file given with -o: replaced like cp replaces it
 
 
 @dataclass
@@ -432,7 +434,7 @@ def plan(args: argparse.Namespace) -> tuple[list[Task], list[tuple[str, str]]]:
             raise UsageError("- (stdin) must be the only input")
         dest = output or STDIO
         fmt = FORMATS[suffix] if dest == STDIO else _format_of(Path(dest))
-        return [Task(STDIO, dest if dest == STDIO else Path(dest), fmt)], []
+        return [Task(STDIO, dest if dest == STDIO else Path(dest), fmt, named=True)], []
     if output == STDIO and (len(inputs) > 1 or Path(inputs[0]).is_dir()):
         raise UsageError("-o - (stdout) takes exactly one input photo")
 
@@ -476,7 +478,7 @@ def plan(args: argparse.Namespace) -> tuple[list[Task], list[tuple[str, str]]]:
         elif output == STDIO:
             tasks.append(Task(source, STDIO, FORMATS[suffix]))
         elif single and output is not None and out_dir is None:
-            tasks.append(Task(source, Path(output), _format_of(Path(output))))
+            tasks.append(Task(source, Path(output), _format_of(Path(output)), named=True))
         elif out_dir is not None:
             tasks.append(Task(source, out_dir / (source.stem + suffix), FORMATS[suffix]))
         else:
@@ -665,8 +667,8 @@ def run_remove(args: argparse.Namespace) -> int:
     summary = Summary(failed=failed)
     todo = []
     for task in tasks:
-        exists = task.dest != STDIO and Path(task.dest).exists()
-        (summary.skipped if exists and not args.overwrite else todo).append(task)
+        kept = task.dest != STDIO and not task.named and Path(task.dest).exists()
+        (summary.skipped if kept and not args.overwrite else todo).append(task)
     if not tasks and not failed:
         print("bgremove: no images found in " + " ".join(args.inputs), file=sys.stderr)
         return EXIT_FAILED

@@ -217,6 +217,19 @@ def test_a_photo_named_twice_is_done_once_and_case_twins_are_numbered(
     assert sorted(p.name for p in out.iterdir()) == ["A.jpg.png", "a.jpg-2.png"]
 
 
+def test_an_output_file_named_with_o_is_replaced(server, tmp_path):
+    """A script reusing one -o name got the first photo's cut-out again, exit 0."""
+    first = _write(tmp_path / "a.jpg", encode_image(8, 8))
+    second = _write(tmp_path / "b.jpg", encode_image(12, 10, seed=1))
+    out = tmp_path / "cut.png"
+    assert main(["remove", str(first), "-o", str(out), "--server", server]) == 0
+    assert main(["remove", str(second), "-o", str(out), "--server", server]) == 0
+    assert Image.open(out).size == (12, 10)
+    done = _run_cli("remove", "-", "-o", str(out), "--server", server, data=encode_image(6, 9))
+    assert done.returncode == 0, done.stderr.decode()
+    assert Image.open(out).size == (6, 9)
+
+
 def test_several_folders_into_one_output_keep_their_names(server, tmp_path):
     _write(tmp_path / "x" / "p.png", encode_image(8, 8, "PNG"))
     _write(tmp_path / "y" / "p.png", encode_image(8, 8, "PNG", seed=1))
