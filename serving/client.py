@@ -23,7 +23,7 @@ from google.protobuf import message as _message
 from PIL import Image
 
 from serving import compositing, defaults, images
-from serving.errors import BackgroundRemoverError
+from serving.errors import BackgroundRemoverError, InvalidOption
 from serving.images import ImageSource, InvalidImage
 from serving.protos import (
     get_model_metadata_pb2,
@@ -38,6 +38,7 @@ __all__ = [
     "BackgroundRemover",
     "BackgroundRemoverError",
     "InvalidImage",
+    "InvalidOption",
     "ModelNotFound",
     "RequestFailed",
     "ServerUnavailable",
@@ -143,7 +144,7 @@ class BackgroundRemover:
         reconnect_seconds: float = 30.0,
     ) -> None:
         if version is not None and label is not None:
-            raise ValueError("give a model version or a version label, not both")
+            raise InvalidOption("give a model version or a version label, not both")
         self.address = address
         self.model = model
         self.version = version

@@ -16,6 +16,7 @@ from typing import Union
 from PIL import Image, ImageCms, ImageFilter, ImageOps
 
 from serving import defaults, images
+from serving.errors import InvalidOption
 
 BackgroundSpec = Union[str, "os.PathLike[str]", Image.Image]
 
@@ -44,7 +45,7 @@ class Background:
 
 
 def parse_background(spec: BackgroundSpec | Background) -> Background:
-    """Reads a background spec; raises ValueError with the accepted forms if it is unknown."""
+    """Reads a background spec; InvalidOption, with the accepted forms, if it is unknown."""
     if isinstance(spec, Background):
         return spec
     if isinstance(spec, Image.Image):
@@ -65,7 +66,7 @@ def parse_background(spec: BackgroundSpec | Background) -> Background:
         except ValueError:
             radius = -1.0
         if radius is not None and not 0 < radius <= MAX_RADIUS:
-            raise ValueError(
+            raise InvalidOption(
                 f"blur radius must be a number of pixels above 0 and at most {MAX_RADIUS:g}, "
                 f"got {text!r}"
             )
@@ -77,18 +78,18 @@ def parse_background(spec: BackgroundSpec | Background) -> Background:
         try:
             return Background("image", image=images.load(path))
         except images.InvalidImage as err:
-            raise ValueError(f"background image {text!r} is {err}") from err
+            raise InvalidOption(f"background image {text!r} is {err}") from err
     if path.suffix.lower() in defaults.PHOTO_EXTENSIONS or os.sep in text:
-        raise ValueError(f"background image {text!r}: no such file")
-    raise ValueError(f"unknown background {text!r}: use {BACKGROUND_HELP}")
+        raise InvalidOption(f"background image {text!r}: no such file")
+    raise InvalidOption(f"unknown background {text!r}: use {BACKGROUND_HELP}")
 
 
 def check_edge_options(threshold: float | None, feather: float) -> None:
-    """ValueError naming the option (as the CLI's flags are named) if either is out of range."""
+    """InvalidOption naming the option (as the CLI's flags name it) if one is out of range."""
     if threshold is not None and not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must be between 0 and 1, got {threshold:g}")
+        raise InvalidOption(f"threshold must be between 0 and 1, got {threshold:g}")
     if not 0 <= feather <= MAX_RADIUS:
-        raise ValueError(f"feather must be 0..{MAX_RADIUS:g} pixels, got {feather:g}")
+        raise InvalidOption(f"feather must be 0..{MAX_RADIUS:g} pixels, got {feather:g}")
 
 
 def alpha_from_mask(

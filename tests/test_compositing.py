@@ -130,8 +130,14 @@ def test_backgrounds_take_the_photos_colour_space_and_never_lend_it_theirs(tmp_p
 
 @pytest.mark.parametrize("spec", ["purple", "#12345", "blur:-2", "blur:x", "/no/such.png"])
 def test_bad_background_is_a_clear_error(spec):
-    with pytest.raises(ValueError, match="background|blur"):
+    """The client's own error (an app catches BackgroundRemoverError), a ValueError too."""
+    from serving.client import BackgroundRemoverError
+
+    with pytest.raises(ValueError, match="background|blur") as raised:
         compositing.parse_background(spec)
+    assert isinstance(raised.value, BackgroundRemoverError)
+    with pytest.raises(BackgroundRemoverError, match="threshold"):
+        compositing.check_edge_options(2.0, 0)
 
 
 def _encoded(image: Image.Image, fmt: str, **options) -> bytes:
