@@ -62,7 +62,8 @@ JPEG cannot hold transparency: use -b white (or another background) or
 frame, and say so.
 
 folders are searched for: {" ".join(defaults.PHOTO_EXTENSIONS)}
-(any letter case); a file whose name starts with - is given after --.
+(any letter case), leaving out hidden files and folders (.name, macOS's ._name);
+a file whose name starts with - is given after --.
 
 exit status: 0 all done, 1 some photos failed (listed at the end), none found or
              the disk filled up (the rest are counted as not attempted),
@@ -411,8 +412,10 @@ def _find_images(folder: Path, exclude: Path | None) -> tuple[list[Path], list[t
             dirs[:] = []
             continue
         visited.add(real)
-        dirs.sort()
-        for name in files:  # os.walk lists a link to nothing among the files
+        # Hidden files and folders are not photos to cut out: macOS leaves ._IMG_0001.JPG
+        # beside each photo on USB drives and shares, and .thumbnails hold copies.
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in (f for f in files if not f.startswith(".")):  # links to nothing too
             path = Path(root, name)
             if path.is_file():
                 if path.suffix.lower() in defaults.PHOTO_EXTENSIONS:

@@ -230,6 +230,18 @@ def test_an_output_file_named_with_o_is_replaced(server, tmp_path):
     assert Image.open(out).size == (6, 9)
 
 
+def test_hidden_files_and_folders_are_left_out(server, tmp_path, capsys):
+    """macOS's ._a.jpg beside each photo copied to a USB drive failed the batch (exit 1)."""
+    photos = tmp_path / "photos"
+    _write(photos / "a.jpg", encode_image(8, 8))
+    _write(photos / "._a.jpg", b"\0\5\26\7 AppleDouble resource fork")
+    _write(photos / ".thumbnails" / "a.jpg", encode_image(4, 4))
+    out = tmp_path / "out"
+    assert main(["remove", str(photos), "-o", str(out), "--server", server]) == 0
+    assert [str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()] == ["a.png"]
+    assert "._a.jpg" not in capsys.readouterr().err
+
+
 def test_several_folders_into_one_output_keep_their_names(server, tmp_path):
     _write(tmp_path / "x" / "p.png", encode_image(8, 8, "PNG"))
     _write(tmp_path / "y" / "p.png", encode_image(8, 8, "PNG", seed=1))
