@@ -302,6 +302,8 @@ def run_rollout(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if sys.stderr is None:  # started with 2>&-: print() would send notes into stdout
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115  (open for the whole run)
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0].split("=")[0] in _COMMAND_OPTIONS:
@@ -648,10 +650,19 @@ def _check_options(args: argparse.Namespace) -> Background:
 
 
 def _check_terminal(tasks: list[Task]) -> None:
-    if any(t.dest == STDIO for t in tasks) and sys.stdout.isatty():
+    """Image data neither comes from a terminal (it would wait for typing) nor goes to one."""
+    if any(t.source == STDIO for t in tasks) and sys.stdin is not None and sys.stdin.isatty():
         raise UsageError(
-            "the result is image data, not text: redirect stdout (> out.png) or use -o FILE"
+            "- reads the photo from stdin, which is a terminal: pipe one in "
+            "(bgremove remove - < photo.jpg) or name the file"
         )
+    if any(t.dest == STDIO for t in tasks):
+        if sys.stdout is None:  # started with >&-
+            raise UsageError("no standard output to write the result to (it is closed)")
+        if sys.stdout.isatty():
+            raise UsageError(
+                "the result is image data, not text: redirect stdout (> out.png) or use -o FILE"
+            )
 
 
 def run_remove(args: argparse.Namespace) -> int:

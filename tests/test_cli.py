@@ -451,6 +451,41 @@ def test_animations_use_their_first_frame_and_say_so(server, tmp_path, capsys):
     assert "note: the first of its 3 frames only" in done.stderr.decode()
 
 
+def test_closed_or_terminal_standard_streams_are_refused_or_kept_apart(server, tmp_path):
+    """Started with stderr closed, the note landed inside the PNG on stdout; with stdout
+    closed it was a traceback; stdin from a terminal waited for typing, saying nothing."""
+    import pty
+
+    frames = [Image.open(io.BytesIO(encode_image(10, 8, seed=n))) for n in range(2)]
+    anim = tmp_path / "anim.gif"
+    frames[0].save(anim, save_all=True, append_images=frames[1:])
+    cli = f"{sys.executable} -m serving.cli remove {anim} --server {server} -o -"
+
+    def shell(line: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["bash", "-c", line], cwd=REPO, capture_output=True, timeout=120, check=False
+        )
+
+    done = shell(f"{cli} 2>&-")
+    assert done.returncode == 0 and b"bgremove" not in done.stdout
+    assert Image.open(io.BytesIO(done.stdout)).size == (10, 8)  # nothing after the PNG
+    done = shell(f"{cli} >&-")
+    assert (
+        done.returncode == 2 and b"standard output" in done.stderr and b"Trace" not in done.stderr
+    )
+
+    controller, terminal = pty.openpty()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "serving.cli", "remove", "-", "-o", str(tmp_path / "x.png")],
+            stdin=terminal, cwd=REPO, capture_output=True, timeout=120, check=False,
+        )  # fmt: skip
+    finally:
+        os.close(controller)
+        os.close(terminal)
+    assert done.returncode == 2 and b"stdin, which is a terminal" in done.stderr
+
+
 def test_names_print_as_one_line_without_terminal_escapes(server, tmp_path, capsys):
     photos = tmp_path / "photos"
     for name in ("new\nline.jpg", "\x1b[31mred.jpg"):
