@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
-from PIL import Image, ImageCms, ImageFilter, ImageOps
+from PIL import Image, ImageChops, ImageCms, ImageFilter, ImageOps
 
 from serving import defaults, images
 from serving.errors import InvalidOption
@@ -151,10 +151,15 @@ def composite(
 ) -> Image.Image:
     """The photo with its background replaced; RGBA for ``transparent``, RGB otherwise."""
     choice = parse_background(background)
-    photo = photo.convert("RGB")
+    photo = photo if photo.mode == "RGB" else images.to_rgb(photo)
     alpha = alpha_from_mask(mask, photo.size, threshold, feather)
+    colours = photo
+    original = photo.info.get(images.WITH_ALPHA)
+    if original is not None and original.size == photo.size:  # a cut-out stays cut out
+        alpha = ImageChops.darker(alpha, original.getchannel("A"))
+        colours = original.convert("RGB")  # not whitened where it was see-through
     if choice.kind == "transparent":
-        result = photo.copy()
+        result = colours.copy()
         result.putalpha(alpha)
     else:
         if choice.kind == "color":  # given in sRGB, as colours on the web are
@@ -166,7 +171,7 @@ def composite(
         else:
             fitted = ImageOps.fit(choice.image, photo.size, Image.Resampling.LANCZOS)
             behind = _in_colour_space_of(photo, fitted)  # fit keeps the image's profile
-        result = Image.composite(photo, behind, alpha)
+        result = Image.composite(colours, behind, alpha)
     result.info = {}  # not the background's profile: the person's numbers are the photo's
     for key in ("icc_profile", "dpi"):  # the photo's colour space and print size
         if photo.info.get(key):

@@ -34,6 +34,9 @@ JPEG_QUALITY = 90
 _KEEP_ICC_MODES = {"RGB", "RGBA"}
 MIN_DPI = 10  # below, a resolution tag is unset or broken
 _ANIMATED = {"GIF", "PNG", "WEBP", "TIFF"}  # formats whose extra frames are other pictures
+# Where to_rgb keeps a transparent photo as it was (RGBA) beside its pixels flattened
+# onto white for the model: what was already cut away stays away in the output.
+WITH_ALPHA = "bgremove.rgba"
 
 
 def allow_pixels(limit: int) -> None:
@@ -141,8 +144,10 @@ def _upright_rgb(image: Image.Image) -> Image.Image:
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Converts any Pillow mode to 8-bit RGB; transparent areas become white."""
+    """Converts any Pillow mode to 8-bit RGB; transparent areas become white, and a photo
+    that is not fully opaque is kept as RGBA in ``info[WITH_ALPHA]``."""
     mode = image.mode
+    rgba = None
     if mode.startswith("I;16") or mode in ("I", "F"):
         # 16-bit (or 32-bit) grayscale: scale to 8 bits instead of clipping at 255;
         # floating-point images usually hold 0..1.
@@ -166,6 +171,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
     rgb.info = {"icc_profile": icc} if icc and mode in _KEEP_ICC_MODES else {}
     if _plausible_dpi(image.info.get("dpi")):
         rgb.info["dpi"] = image.info["dpi"]
+    if rgba is not None and rgba.getextrema()[3][0] < 255:
+        rgb.info[WITH_ALPHA] = rgba
     return rgb
 
 

@@ -49,6 +49,27 @@ def test_transparent_keeps_the_soft_mask_as_alpha():
     assert compositing.composite(photo, soft, threshold=0.5).getchannel("A").getextrema() == (0, 0)
 
 
+def test_a_photo_already_cut_out_stays_cut_out():
+    """A transparent PNG was flattened onto white: its cut-away parts came back as white
+    (a white bar through the person where the mask was soft), in every background."""
+    photo, mask = _photo_and_mask()
+    rgba = photo.convert("RGBA")
+    rgba.putalpha(Image.new("L", photo.size, 255))
+    rgba.paste((0, 0, 0, 0), (5, 0, 10, 30))  # cut away inside the person
+    rgba.paste((220, 30, 30, 128), (10, 0, 12, 30))  # a soft edge of the cut-out
+    loaded = images.load(_encoded(rgba, "PNG"))
+
+    result = compositing.composite(loaded, mask)
+    assert result.getpixel((7, 5))[3] == 0
+    assert result.getpixel((11, 5)) == (*RED, 128)  # its own colour, not whitened
+    assert result.getpixel((2, 5)) == (*RED, 255) and result.getpixel((37, 5))[3] == 0
+    black = compositing.composite(loaded, mask, "black")
+    assert black.getpixel((7, 5)) == (0, 0, 0) and black.getpixel((2, 5)) == RED
+    assert black.getpixel((11, 5)) == tuple(round(v * 128 / 255) for v in RED)
+    assert images.WITH_ALPHA not in result.info  # never written into a file
+    assert images.WITH_ALPHA not in images.load(_encoded(photo.convert("RGBA"), "PNG")).info
+
+
 def test_small_mask_is_upsampled_to_the_photo_size():
     photo, mask = _photo_and_mask((400, 300))
     result = compositing.composite(photo, mask.resize((32, 32)), "white")
