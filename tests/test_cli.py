@@ -264,6 +264,7 @@ def test_impossible_numbers_and_addresses_are_usage_errors(tmp_path, capsys):
         ("--timeout", "-5"): "--timeout must be a positive",
         ("--server", "http://localhost:8500"): "not a URL",
         ("--server", "8500"): "give host:port",
+        ("-j", "300"): "--jobs must be 1..64",  # the queue outlasted the timeout
     }
     for args, message in cases.items():
         server = [] if "--server" in args else ["--server", "localhost:1"]
