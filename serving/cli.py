@@ -439,7 +439,9 @@ def plan(args: argparse.Namespace) -> tuple[list[Task], list[tuple[str, str]]]:
     output: str | None = args.output
     if STDIO in inputs:
         if len(inputs) > 1:
-            raise UsageError("- (stdin) must be the only input")
+            raise UsageError(
+                "- (stdin) must be the only input; its result goes to stdout, or to -o FILE"
+            )
         dest = output or STDIO
         fmt = FORMATS[suffix] if dest == STDIO else _format_of(Path(dest))
         return [Task(STDIO, dest if dest == STDIO else Path(dest), fmt, named=True)], []
@@ -649,6 +651,8 @@ def _check_options(args: argparse.Namespace) -> Background:
         compositing.check_edge_options(args.threshold, args.feather)
     except ValueError as err:
         raise UsageError(f"--{err}") from None
+    if args.mask_only and args.background.strip().lower() != "transparent":
+        raise UsageError("--mask-only writes the mask alone: leave out -b")
     try:
         return compositing.parse_background(args.background)
     except ValueError as err:

@@ -265,6 +265,7 @@ def test_impossible_numbers_and_addresses_are_usage_errors(tmp_path, capsys):
         ("--server", "http://localhost:8500"): "not a URL",
         ("--server", "8500"): "give host:port",
         ("-j", "300"): "--jobs must be 1..64",  # the queue outlasted the timeout
+        ("--mask-only", "-b", "blur"): "leave out -b",  # it was ignored without a word
     }
     for args, message in cases.items():
         server = [] if "--server" in args else ["--server", "localhost:1"]
