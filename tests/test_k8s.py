@@ -274,6 +274,13 @@ def test_batching_and_monitoring_are_configured_by_files(rendered, overlay):
     assert batching.max_batch_size.value >= 1
     cpu_limit = int(container(objects)["resources"]["limits"]["cpu"])
     assert 1 <= batching.num_batch_threads.value <= cpu_limit
+    # Photos are decoded in the graph: 8 at the 50 MP cap took the local server from 1.1
+    # to 2.6 GB, and every batch thread may hold a full batch (the gpu overlay's 8Gi
+    # could not hold four batches of 16).
+    memory = container(objects)["resources"]["limits"]["memory"]
+    assert memory.endswith("Gi")
+    in_flight = batching.num_batch_threads.value * batching.max_batch_size.value
+    assert int(memory[:-2]) >= 1.1 + in_flight * 1.5 / 8
 
     monitoring = text_format.Parse(
         mounted_file(objects, f["monitoring_config_file"]), tf_serving_message("MonitoringConfig")
