@@ -585,6 +585,9 @@ def _save(image: Image.Image, task: Task) -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)
         image.save(partial, task.fmt, **options)
         os.replace(partial, dest)
+    except (FileExistsError, NotADirectoryError) as err:  # mkdir said "File exists"
+        file = next((p for p in dest.parents if p.is_file()), dest.parent)
+        raise WriteError(err.errno, f"cannot write {dest}: {file} is a file, not a folder") from err
     except OSError as err:  # the temporary name would only confuse
         raise WriteError(err.errno, f"cannot write {dest}: {err.strerror or err}") from err
     finally:

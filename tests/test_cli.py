@@ -281,7 +281,8 @@ def test_unwritable_output_and_unreadable_stdin_read_plainly(server, tmp_path, c
     blocked = tmp_path / "p.jpg" / "x.png"  # its folder would be a file
     assert main(["remove", str(photo), "-o", str(blocked), "--server", server]) == 1
     err = capsys.readouterr().err
-    assert f"cannot write {blocked}" in err and ".part" not in err
+    assert f"cannot write {blocked}: {photo} is a file, not a folder" in err
+    assert ".part" not in err
 
     done = _run_cli("remove", "-", "--server", server, data=b"hello")
     assert done.returncode == 1
