@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import inspect
 import logging
+import math
 import os
 import signal
 import threading
@@ -110,16 +111,29 @@ def _positive(text: str) -> int:
     return value
 
 
-def _cores(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+def _cores(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
     """The cores this process may use: its CPU set, capped by a container's CPU limit
     (a Kubernetes `limits.cpu` is a cgroup quota, not a CPU set)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    quota = _cpu_quota(cgroup)
+    return max(1, min(cores or 1, math.ceil(quota))) if quota else cores or 1
+
+
+def _cpu_quota(cgroup: Path) -> float | None:
+    """The CPU limit in cores, from cgroup v2's cpu.max or v1's CFS files; None if unset."""
     try:
-        quota, period = cpu_max.read_text().split()[:2]
-        cores = min(cores or 1, max(1, -(-int(quota) // int(period))))
-    except (OSError, ValueError):  # no cgroup v2, or "max": no limit
-        pass
-    return cores or 1
+        quota, period = (cgroup / "cpu.max").read_text().split()[:2]
+    except (OSError, ValueError):
+        try:
+            quota = (cgroup / "cpu" / "cpu.cfs_quota_us").read_text()
+            period = (cgroup / "cpu" / "cpu.cfs_period_us").read_text()
+        except OSError:
+            return None
+    try:
+        cores = int(quota) / int(period)
+    except (ValueError, ZeroDivisionError):  # "max": no limit
+        return None
+    return cores if cores > 0 else None  # v1 says -1 for no limit
 
 
 def _version_choice(spec: model_pb2.ModelSpec) -> tuple[int | None, str]:

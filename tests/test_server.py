@@ -336,20 +336,27 @@ def test_a_request_whose_deadline_passes_waiting_for_a_core_is_never_run(
 
 
 @pytest.mark.parametrize(
-    ("cpu_max", "expected"),
-    [("150000 100000\n", 2), ("50000 100000\n", 1), ("max 100000\n", None), (None, None)],
-    ids=["1.5-cores", "half-a-core", "no-limit", "no-cgroup-v2"],
+    ("files", "expected"),
+    [
+        ({"cpu.max": "150000 100000\n"}, 2),
+        ({"cpu.max": "50000 100000\n"}, 1),
+        ({"cpu.max": "max 100000\n"}, None),
+        ({"cpu/cpu.cfs_quota_us": "50000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1),
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({}, None),
+    ],
+    ids=["1.5-cores", "half-a-core", "no-limit", "v1-half-a-core", "v1-no-limit", "no-cgroup"],
 )
-def test_one_run_per_core_counts_a_containers_cpu_limit(tmp_path, cpu_max, expected):
+def test_one_run_per_core_counts_a_containers_cpu_limit(tmp_path, files, expected):
     """A pod limited to 1.5 CPUs on a 64-core node had 64 runs at once, each slowed
     to a crawl by the quota."""
     from serving.server import _cores
 
-    path = tmp_path / "cpu.max"
-    if cpu_max is not None:
-        path.write_text(cpu_max)
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text)
     allowed = len(os.sched_getaffinity(0))
-    assert _cores(path) == min(allowed, expected or allowed)
+    assert _cores(tmp_path) == min(allowed, expected or allowed)
 
 
 def test_rollout_under_load_has_no_failed_request(tiny_model, tmp_path):
