@@ -198,6 +198,12 @@ class BackgroundRemover:
         self._closed = True
         self._channel.close()
 
+    def __reduce__(self) -> tuple:
+        raise TypeError(
+            "a BackgroundRemover holds a gRPC channel and cannot be pickled: "
+            "create one in each process (for a process pool, in its initializer)"
+        )
+
     def __enter__(self) -> BackgroundRemover:
         return self
 
@@ -229,9 +235,18 @@ class BackgroundRemover:
                 response = method(request, timeout=self.timeout)
                 self._reached = True
                 return response
+            except ValueError:  # gRPC's "Cannot invoke RPC on closed channel!"
+                if not self._closed:
+                    raise
+                raise BackgroundRemoverError(
+                    "this BackgroundRemover was closed during the call"
+                ) from None
             except grpc.RpcError as err:
                 code = err.code()
                 if code != grpc.StatusCode.UNAVAILABLE or not self._retry(attempt, started):
+                    if code == grpc.StatusCode.UNAVAILABLE:
+                        # Waited out: the next calls fail fast until the server answers again.
+                        self._reached = False
                     raise self._readable(code, err.details() or "") from None
             time.sleep(self.backoff * 2 ** min(attempt, 4))
             attempt += 1
@@ -294,7 +309,7 @@ class BackgroundRemover:
                     raise self._side_error
                 try:
                     self._learnt_side = self._side_from_metadata()
-                except RequestFailed as error:
+                except BackgroundRemoverError as error:  # a server down or a model unknown too
                     self._side_error = error
                     self._side_failures += 1
                     raise
@@ -354,6 +369,7 @@ class BackgroundRemover:
     ) -> list[Image.Image]:
         """Several photos, up to MAX_PHOTOS_PER_REQUEST per request, each like remove()."""
         choice = compositing.parse_background(background)
+        threshold, feather = compositing.check_edge_options(threshold, feather)
         photos = _loaded(_several(sources, "remove_many"))
         return [
             compositing.composite(photo, mask, choice, threshold, feather)
@@ -408,18 +424,18 @@ def _loaded(sources: list[ImageSource]) -> list[Image.Image]:
     for index, source in enumerate(sources):
         try:
             photos.append(images.load(source))
-        except images.InvalidImage as err:
+        except (images.InvalidImage, TypeError) as err:
             if len(sources) == 1:
                 raise
             named = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
             what = f"photo {index}" + (f" ({named})" if named else f" (a {type(source).__name__})")
-            raise images.InvalidImage(f"{what}: {err}") from err
+            raise type(err)(f"{what}: {err}") from err
     return photos
 
 
 def _several(sources: Iterable[ImageSource], method: str) -> list[ImageSource]:
     """A list of photos; one photo given alone would be taken apart (a path into letters)."""
-    if isinstance(
+    if hasattr(sources, "read") or isinstance(
         sources, (str, bytes, bytearray, memoryview, os.PathLike, Image.Image, np.ndarray)
     ):
         single = "mask()" if method == "masks" else "remove()"

@@ -50,6 +50,10 @@ def parse_background(spec: BackgroundSpec | Background) -> Background:
         return spec
     if isinstance(spec, Image.Image):
         return Background("image", image=images.load(spec))
+    if not isinstance(spec, (str, os.PathLike)):
+        raise InvalidOption(
+            f"a background is {BACKGROUND_HELP} (a path or a PIL image), not {type(spec).__name__}"
+        )
     text = os.fspath(spec)
     lowered = text.strip().lower()
     if lowered == "transparent":
@@ -84,19 +88,31 @@ def parse_background(spec: BackgroundSpec | Background) -> Background:
     raise InvalidOption(f"unknown background {text!r}: use {BACKGROUND_HELP}")
 
 
-def check_edge_options(threshold: float | None, feather: float) -> None:
-    """InvalidOption naming the option (as the CLI's flags name it) if one is out of range."""
+def check_edge_options(threshold: float | None, feather: float) -> tuple[float | None, float]:
+    """Both as plain floats (NumPy's too); InvalidOption naming the option (as the CLI's
+    flags name it) if one is out of range or not a number."""
+    try:
+        threshold = None if threshold is None else float(threshold)
+    except (TypeError, ValueError):
+        raise InvalidOption(
+            f"threshold must be a number between 0 and 1, got {threshold!r}"
+        ) from None
+    try:
+        feather = float(feather)
+    except (TypeError, ValueError):
+        raise InvalidOption(f"feather must be a number of pixels, got {feather!r}") from None
     if threshold is not None and not 0.0 <= threshold <= 1.0:
-        raise InvalidOption(f"threshold must be between 0 and 1, got {threshold:g}")
+        raise InvalidOption(f"threshold must be between 0 and 1, got {threshold}")
     if not 0 <= feather <= MAX_RADIUS:
-        raise InvalidOption(f"feather must be 0..{MAX_RADIUS:g} pixels, got {feather:g}")
+        raise InvalidOption(f"feather must be 0..{MAX_RADIUS:g} pixels, got {feather}")
+    return threshold, feather
 
 
 def alpha_from_mask(
     mask: Image.Image, size: tuple[int, int], threshold: float | None = None, feather: float = 0
 ) -> Image.Image:
     """The L alpha at ``size``: the soft mask upsampled, optionally hardened, then feathered."""
-    check_edge_options(threshold, feather)
+    threshold, feather = check_edge_options(threshold, feather)
     alpha = mask.convert("L")
     if alpha.size != size:
         alpha = alpha.resize(size, Image.Resampling.BILINEAR)

@@ -75,6 +75,14 @@ def load(source: ImageSource) -> Image.Image:
             "a photo is a path, encoded bytes, a file object, a PIL image or an RGB array, "
             f"not {type(source).__name__}"
         )
+    if hasattr(source, "read"):  # from where it stands: Pillow would rewind to byte 0
+        try:
+            source = source.read()
+        except (OSError, ValueError) as err:  # closed, or not readable
+            raise InvalidImage(f"cannot read the photo's file object ({err})") from err
+        if not isinstance(source, (bytes, bytearray, memoryview)):
+            raise InvalidImage("a photo's file object must be opened in binary mode ('rb')")
+        source = bytes(source)
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
             image.load()

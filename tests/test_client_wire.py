@@ -26,6 +26,8 @@ from serving import client as client_module
 from serving import images
 from serving.client import (
     BackgroundRemover,
+    BackgroundRemoverError,
+    InvalidImage,
     ModelNotFound,
     RequestFailed,
     ServerUnavailable,
@@ -348,24 +350,66 @@ def test_a_timed_out_metadata_call_fixes_no_size(server, monkeypatch):
         fresh.close()
 
 
-def test_threads_waiting_on_a_failing_metadata_call_fail_with_it(server, monkeypatch):
+@pytest.mark.parametrize(
+    "failure",
+    [
+        RequestFailed("did not answer", grpc.StatusCode.DEADLINE_EXCEEDED),
+        ServerUnavailable("cannot reach the model server"),  # each waited 30 s in turn
+    ],
+    ids=["timeout", "server-down"],
+)
+def test_threads_waiting_on_a_failing_metadata_call_fail_with_it(server, monkeypatch, failure):
     """Else each waited out a timeout of its own in turn: --jobs times as long."""
     calls = []
 
     def slow_failure():
         calls.append(1)
         time.sleep(0.5)
-        raise RequestFailed("did not answer", grpc.StatusCode.DEADLINE_EXCEEDED)
+        raise failure
 
     with BackgroundRemover(server) as remover:
         monkeypatch.setattr(remover, "metadata", slow_failure)
         with futures.ThreadPoolExecutor(4) as pool:
             results = [pool.submit(remover.send_side) for _ in range(4)]
             errors = [f.exception(timeout=30) for f in results]
-        assert all(isinstance(e, RequestFailed) for e in errors) and len(calls) == 1
-        with pytest.raises(RequestFailed):
+        assert all(e is failure for e in errors) and len(calls) == 1
+        with pytest.raises(type(failure)):
             remover.send_side()  # a later photo asks again
         assert len(calls) == 2
+
+
+def test_after_an_outage_is_waited_out_calls_fail_fast_until_the_server_answers():
+    """A web service calling a dead server waited the full reconnect window per request."""
+    port = _free_port()
+    first = _status_server(port)
+    first.start()
+    with BackgroundRemover(
+        f"127.0.0.1:{port}", retries=1, backoff=0.1, reconnect_seconds=1.5
+    ) as remover:
+        remover.status()
+        first.stop(0).wait()
+        started = time.monotonic()
+        with pytest.raises(ServerUnavailable):
+            remover.status()
+        assert time.monotonic() - started >= 1.5  # waited for a restart once
+        started = time.monotonic()
+        with pytest.raises(ServerUnavailable):
+            remover.status()
+        assert time.monotonic() - started < 1.0  # not again
+        again = _status_server(port)
+        again.start()
+        try:  # once gRPC's reconnect backoff (at most 2 s) lets the channel try again
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    assert remover.status() == [client_module.VersionStatus(4, "END")]
+                    break
+                except ServerUnavailable:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.2)
+            assert remover._reached  # and a later outage is waited for again
+        finally:
+            again.stop(0)
 
 
 def test_photos_are_sent_at_twice_the_models_side_known_before_the_first(server, monkeypatch):
@@ -440,6 +484,50 @@ def test_the_api_takes_arrays_and_buffers_and_refuses_the_rest_plainly(server):
             remover.remove_many([pixels, "/nowhere/x.jpg", pixels])
     with pytest.raises(BackgroundRemoverError, match="closed"):
         remover.mask(pixels)
+
+
+def test_options_files_and_misuse_are_checked_before_any_request(server, monkeypatch):
+    """Bad options failed after every photo had been sent, a NumPy feather crashed in
+    Pillow, a file object was read from byte 0 whatever its position, and one file
+    given to masks() was read line by line."""
+    import pickle
+
+    from serving.client import InvalidOption
+
+    pixels = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    with BackgroundRemover(server, max_side=64) as remover:
+        sent = []
+        predict = remover._predict_masks
+        monkeypatch.setattr(remover, "_predict_masks", lambda e: sent.append(e) or predict(e))
+        for options in ({"threshold": 2}, {"feather": None}, {"background": None}):
+            with pytest.raises(InvalidOption):
+                remover.remove_many([pixels] * 3, **options)
+        assert sent == []
+        assert remover.remove(pixels, "white", np.float64(0.5), np.float32(3)).size == (30, 20)
+
+        stream = io.BytesIO(b"HEADER" + _jpeg((12, 8)))
+        stream.seek(6)
+        assert remover.mask(stream).size == (12, 8)
+        with pytest.raises(InvalidImage, match="binary mode"):
+            remover.mask(io.StringIO("text"))
+        with pytest.raises(TypeError, match="for one photo use mask"):
+            remover.masks(io.BytesIO(_jpeg((12, 8))))
+        with pytest.raises(TypeError, match="photo 2"):
+            remover.masks([pixels, pixels, None])
+        with pytest.raises(TypeError, match="create one in each process"):
+            pickle.dumps(remover)
+
+
+def test_a_channel_closed_under_a_call_is_the_clients_own_error(server):
+    """close() racing a call let gRPC's ValueError through (1 in 640 calls)."""
+    remover = BackgroundRemover(server)
+
+    def closed_under_it(request, timeout):
+        remover.close()
+        raise ValueError("Cannot invoke RPC on closed channel!")
+
+    with pytest.raises(BackgroundRemoverError, match="closed during the call"):
+        remover._call(closed_under_it, None)
 
 
 def test_closing_the_client_during_a_call_does_not_blame_the_server(server, monkeypatch):
