@@ -694,8 +694,39 @@ def test_files_cut_before_their_end_marker_are_stored_whole():
 
 
 def test_an_empty_mask_says_what_it_holds():
-    with pytest.raises(Rejected, match=r"empty_mask: no foreground pixel \(mask values 0..2\)"):
-        decode_pair(png_bytes(_photo(1)), png_bytes(_mask() // 255 * 2))  # classes 0 and 2
+    dark = np.where(_mask() > 127, 100, 40).astype(np.uint8)  # no level in the upper half
+    with pytest.raises(Rejected, match=r"empty_mask: no foreground pixel \(mask values 40..100\)"):
+        decode_pair(png_bytes(_photo(1)), png_bytes(dark))
+
+
+def test_label_maps_count_every_class_and_part_as_the_person():
+    """Parts drawn at 85 and 170 of 255 were trained as background, and a second
+    person numbered 2 (instances 0/1/2) made the mask 'empty'; soft edges and 16-bit
+    mattes are still cut at half their scale, not grown by their faintest pixels."""
+    shape = _mask() > 127
+    rows = np.arange(H)[:, None] * np.ones((1, W), int)
+    parts = np.where(shape, np.select([rows < H // 3, rows < 2 * H // 3], [85, 170], 255), 0)
+    np.testing.assert_array_equal(binarize_mask(Image.fromarray(parts.astype(np.uint8))), shape)
+    instances = np.where(shape, np.where(rows < H // 2, 1, 2), 0).astype(np.uint8)
+    np.testing.assert_array_equal(binarize_mask(Image.fromarray(instances)), shape)
+    coloured = np.zeros((H, W, 3), np.uint8)  # parts in dark colours: every channel <= 127
+    coloured[shape & (rows < H // 2)] = (100, 0, 0)
+    coloured[shape & (rows >= H // 2)] = (0, 90, 60)
+    np.testing.assert_array_equal(binarize_mask(Image.fromarray(coloured, "RGB")), shape)
+    decoded = decode_pair(png_bytes(_photo(1)), png_bytes(parts.astype(np.uint8)))
+    assert decoded.foreground_fraction == pytest.approx(shape.mean())
+
+    # Anti-aliased edges (drawn 4x larger, averaged): up to 17 levels, along the outline.
+    y, x = np.mgrid[0 : 4 * H, 0 : 4 * W]
+    big = ((x - 80) ** 2 + (y - 60) ** 2 < 45**2).astype(np.float64) * 255
+    smooth = big.reshape(H, 4, W, 4).mean(axis=(1, 3))
+    levels = np.rint(smooth).astype(np.uint8)
+    assert len(np.unique(levels)) > 10 and (levels > 0).sum() > (levels > 127).sum()
+    np.testing.assert_array_equal(binarize_mask(Image.fromarray(levels)), levels > 127)
+    matte = np.rint(smooth * 257).astype(np.uint16)  # the same, as a 16-bit PNG
+    sixteen = Image.open(io.BytesIO(png_bytes(matte)))
+    assert sixteen.mode.startswith("I")
+    np.testing.assert_array_equal(binarize_mask(sixteen), matte > 32767)
 
 
 def test_decode_rejects_with_reasons():
