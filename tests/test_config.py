@@ -91,7 +91,10 @@ def test_the_runner_says_what_is_wrong_in_one_line(tmp_path, capsys):
         ("--pipeline-root", "/dev/null/root"): "pipeline_root /dev/null/root: cannot write",
         ("--data-dir", __file__): "is a file: give the folder that holds images/",
         ("--data-dir", str(tmp_path / "typo")): f"data folder {tmp_path / 'typo'}: no such folder",
+        # One folder twice put every eval photo in train too, under another prefix.
+        ("--data-dir", str(tmp_path), "--data-dir", str(tmp_path / "link")): "are the same folder",
     }
+    (tmp_path / "link").symlink_to(tmp_path)
     for argv, message in cases.items():
         with pytest.raises(SystemExit) as exit_:
             local_runner.main(list(argv))

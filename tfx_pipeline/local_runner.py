@@ -160,7 +160,21 @@ def check_local_paths(config: config_lib.PipelineConfig) -> config_lib.PipelineC
             )
         if not os.path.isdir(folder):
             raise ValueError(f"data folder {folder}: no such folder")
+    _check_distinct([d for d in config.data_dirs if not config_lib.is_uri(d)])
     return config
+
+
+def _check_distinct(folders: list[str]) -> None:
+    """One folder under two names (a link, a trailing slash) would put the same photos
+    in both splits, and the gate would score the model on photos it trained on."""
+    seen: dict[str, str] = {}
+    for folder in folders:
+        real = os.path.realpath(folder)
+        if real in seen:
+            raise ValueError(
+                f"data folders {seen[real]} and {folder} are the same folder ({real}): give it once"
+            )
+        seen[real] = folder
 
 
 def _check_input_size(model: str, config: config_lib.PipelineConfig) -> bool:
