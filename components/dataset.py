@@ -152,6 +152,13 @@ def train_dataset(
     return ds.prefetch(_AUTOTUNE)
 
 
+def leaves_train_photos(files: list[str], validation_percent: int) -> bool:
+    """Whether the validation slice leaves any photo to train on (nothing decoded)."""
+    pick = _in_validation(validation_percent)
+    kept = _records(files).filter(lambda s: tf.logical_not(pick(s)))
+    return any(True for _ in kept.take(1))
+
+
 def eval_dataset(
     files: list[str],
     height: int,

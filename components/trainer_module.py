@@ -270,7 +270,12 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         raise PipelineStopped(
             f"no train photo falls in the validation slice (validation_fraction "
             f"{cfg['validation_fraction']}), which picks the best epoch and the threshold: "
-            "add photos or raise validation_fraction"
+            "add photos, raise validation_fraction, or set it to 0 to keep none back"
+        )
+    if cfg["epochs"] and not dataset.leaves_train_photos(fn_args.train_files, percent):
+        raise PipelineStopped(
+            f"every train photo falls in the validation slice (validation_fraction "
+            f"{cfg['validation_fraction']}): add photos or lower validation_fraction"
         )
 
     weight = cfg["foreground_weight"]

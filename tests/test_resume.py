@@ -85,3 +85,7 @@ def test_a_train_split_without_validation_photos_fails_before_training(tmp_path,
     monkeypatch.setattr(keras.Model, "fit", lambda *a, **k: pytest.fail("trained anyway"))
     with pytest.raises(PipelineStopped, match="no train photo falls in the validation slice"):
         trainer_module.run_fn(fn_args)
+    # Raised as told, the slice took every photo: the run pushed an untrained model.
+    fn_args.custom_config = {"config": json.dumps({**config, "validation_fraction": 0.99})}
+    with pytest.raises(PipelineStopped, match="every train photo falls in the validation slice"):
+        trainer_module.run_fn(fn_args)
