@@ -10,6 +10,7 @@ import codecs
 import csv
 import hashlib
 import io
+import os
 import posixpath
 import re
 from collections import Counter
@@ -204,8 +205,13 @@ def _normalise(rel: str | None, data_dir: str) -> str | None:
         return None
     rel = posixpath.normpath(rel)
     if posixpath.isabs(rel):
-        inside = posixpath.relpath(rel, posixpath.normpath(data_dir))
-        return rel if inside.startswith("..") else inside
+        candidates = [(rel, data_dir)]
+        if "://" not in data_dir:  # a folder reached through a link lists its real paths
+            candidates.append((os.path.realpath(rel), os.path.realpath(data_dir)))
+        for path, folder in candidates:
+            inside = posixpath.relpath(path, posixpath.normpath(folder))
+            if not inside.startswith(".."):
+                return inside
     return rel
 
 

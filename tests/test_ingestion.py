@@ -427,6 +427,11 @@ def test_df_csv_from_excel_with_absolute_paths(tmp_path):
     listing = pairs.list_pairs([str(tmp_path)], "")
     assert [p.id for p in listing.pairs] == ["café"]
     assert not listing.skipped and not listing.warnings
+    # The same folder through a link: its listed paths are the real ones (every row was
+    # missing_image before).
+    (tmp_path.parent / f"{tmp_path.name}-link").symlink_to(tmp_path)
+    listing = pairs.list_pairs([str(tmp_path.parent / f"{tmp_path.name}-link")], "")
+    assert [p.id for p in listing.pairs] == ["café"] and not listing.skipped
     # Excel's "Unicode text" is UTF-16 with a byte-order mark.
     (tmp_path / "df.csv").write_bytes(
         "images,masks\nimages/café.jpg,masks/café.png\n".encode("utf-16")
