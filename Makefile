@@ -47,20 +47,20 @@ format: ## apply ruff's fixes and formatting
 	$(RUN) ruff format .
 
 pipeline: ## run the TFX pipeline locally (synthetic data unless DATA_DIR is set)
-	$(PY) -m tfx_pipeline.local_runner $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(CONFIG),--config $(CONFIG)) \
+	$(PY) -m tfx_pipeline.local_runner $(if $(DATA_DIR),--data-dir "$(DATA_DIR)") $(if $(CONFIG),--config "$(CONFIG)") \
 	  $(if $(EPOCHS),--epochs $(EPOCHS)) \
-	  $(if $(filter command line,$(origin PIPELINE_ROOT)),--pipeline-root $(PIPELINE_ROOT)) \
-	  $(if $(filter command line,$(origin SERVING_DIR)),--serving-dir $(SERVING_DIR)) $(ARGS)
+	  $(if $(filter command line,$(origin PIPELINE_ROOT)),--pipeline-root "$(PIPELINE_ROOT)") \
+	  $(if $(filter command line,$(origin SERVING_DIR)),--serving-dir "$(SERVING_DIR)") $(ARGS)
 
 prune: ## free disk: delete pipeline artifacts older than the last 3 runs, keeping the blessed model (ARGS="--dry-run")
-	$(PY) -m tfx_pipeline.prune $(if $(CONFIG),--config $(CONFIG)) \
-	  $(if $(filter command line,$(origin PIPELINE_ROOT)),--pipeline-root $(PIPELINE_ROOT)) $(ARGS)
+	$(PY) -m tfx_pipeline.prune $(if $(CONFIG),--config "$(CONFIG)") \
+	  $(if $(filter command line,$(origin PIPELINE_ROOT)),--pipeline-root "$(PIPELINE_ROOT)") $(ARGS)
 
 variants: ## train each configs/variants/*.toml through the pipeline, one after another (~14 min each)
 	for config in configs/variants/*.toml; do $(MAKE) pipeline CONFIG=$$config || exit 1; done
 
 serve: ## serve pushed models (else the shipped one) over TF Serving's gRPC API on localhost:8500
-	$(PY) -m serving.server --serving-dir $(SERVING_DIR) \
+	$(PY) -m serving.server --serving-dir "$(SERVING_DIR)" \
 	  $(if $(wildcard $(SHIPPED_MODEL)/saved_model.pb),--fallback-model $(SHIPPED_MODEL)) $(ARGS)
 
 remove: ## run the CLI, e.g. make remove ARGS="photo.jpg -o out.png"
@@ -98,7 +98,7 @@ protos: ## regenerate the lean client's protobuf modules
 	$(PY) -m serving.protos.generate
 
 tensorboard: ## watch training curves of the local pipeline runs (LOGDIR=build/variants: all variants)
-	$(RUN) tensorboard --logdir $(LOGDIR) --host $(TENSORBOARD_HOST) $(ARGS)
+	$(RUN) tensorboard --logdir "$(LOGDIR)" --host $(TENSORBOARD_HOST) $(ARGS)
 
 clean: ## remove build outputs (not the cached environment)
 	rm -rf build .pytest_cache .ruff_cache
