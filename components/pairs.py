@@ -230,6 +230,7 @@ def _stem_rows(
         for single, reason in ((images.get(key), "duplicate_id"), (masks.get(key), DUPLICATE_MASK)):
             if single is not None:
                 listing.skipped.append(Skip(reason, prefix + single))
+    _pair_suffixed_masks(images, masks, listing)
     stems = sorted((set(images) | set(masks)) - ambiguous)
     lone_masks = {stem.casefold(): stem for stem in set(masks) - set(images)}
     cased = sorted(
@@ -244,6 +245,28 @@ def _stem_rows(
             "names pair only when they match exactly, so rename one side"
         )
     return [(images.get(stem), masks.get(stem)) for stem in stems]
+
+
+# What mask names often add to their photo's: a_mask.png, a-seg.png, a.matte.png.
+_MASK_WORD = re.compile(r"[ ._-]+(mask|masks|seg|segmentation|label|labels|matte|alpha|gt)$", re.I)
+
+
+def _pair_suffixed_masks(images: dict[str, str], masks: dict[str, str], listing: Listing) -> None:
+    """Masks named after their photo plus a word (a.jpg, a_mask.png) are paired with it,
+    when that photo has no mask of its own and no other such mask."""
+    bases: dict[str, list[str]] = {}
+    for key in set(masks) - set(images):
+        base = _MASK_WORD.sub("", key)
+        if base != key and base in images and base not in masks:
+            bases.setdefault(base, []).append(key)
+    paired = sorted((base, keys[0]) for base, keys in bases.items() if len(keys) == 1)
+    for base, key in paired:
+        masks[base] = masks.pop(key)
+    if paired:
+        example = f"{images[paired[0][0]]!r} with {masks[paired[0][0]]!r}"
+        listing.warnings.append(
+            f"paired {len(paired)} mask(s) named after their photo plus a word ({example})"
+        )
 
 
 def _by_stem(

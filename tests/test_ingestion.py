@@ -416,6 +416,28 @@ def test_pairing_follows_df_csv(tmp_path):
     ]
 
 
+def test_masks_named_after_their_photo_plus_a_word_are_paired(tmp_path):
+    """a.jpg with a_mask.png was 'mask_without_photo' and 'missing_mask', with no hint."""
+    names = ["images/a.jpg", "images/day2/b.jpg", "images/c.jpg", "images/d.jpg"]
+    names += ["masks/a_mask.png", "masks/day2/b-seg.png", "masks/c.png"]
+    names += ["masks/d_mask.png", "masks/d.matte.png"]  # two candidates: neither is taken
+    for rel in names:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    listing = pairs.list_pairs([str(tmp_path)], "")
+    assert {p.id: p.mask.rpartition("/masks/")[2] for p in listing.pairs} == {
+        "a": "a_mask.png",
+        "day2/b": "day2/b-seg.png",
+        "c": "c.png",
+    }
+    assert sorted((s.reason, s.name) for s in listing.skipped) == [
+        ("mask_without_photo", "masks/d.matte.png"),
+        ("mask_without_photo", "masks/d_mask.png"),
+        ("missing_mask", "images/d.jpg"),
+    ]
+    assert any("paired 2 mask(s) named after their photo" in w for w in listing.warnings)
+
+
 def test_df_csv_from_excel_with_absolute_paths(tmp_path):
     (tmp_path / "images").mkdir()
     (tmp_path / "masks").mkdir()
