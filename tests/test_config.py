@@ -128,6 +128,21 @@ def test_data_that_stops_the_run_is_one_line_not_a_traceback(tmp_path, capsys):
     assert "error: no usable image/mask pairs" in line and "unreadable_image: 2" in line
 
 
+def test_ctrl_c_ends_the_run_in_one_line_that_says_how_to_resume(tmp_path, capsys, monkeypatch):
+    from tfx_pipeline import local_runner
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(local_runner, "run", interrupted)
+    monkeypatch.setattr(local_runner, "configure_logging", lambda verbose: None)
+    with pytest.raises(SystemExit) as exit_:
+        local_runner.main(["--pipeline-root", str(tmp_path / "r")])
+    assert exit_.value.code == 130
+    err = capsys.readouterr().err
+    assert "interrupted; run it again to resume" in err and "Traceback" not in err
+
+
 def test_local_beam_runs_in_process_without_fetching_prism(caplog):
     """Beam's DirectRunner downloads the Prism runner at run time unless told otherwise."""
     caplog.set_level(logging.INFO)

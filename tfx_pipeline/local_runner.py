@@ -137,6 +137,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     except PipelineStopped as error:  # the data or a setting, not a crash: no traceback
         parser.exit(1, f"{parser.prog}: error: {error}\n")
+    except KeyboardInterrupt:  # Ctrl-C: 40 lines of TensorFlow's stack said nothing more
+        parser.exit(
+            130,
+            f"{parser.prog}: interrupted; run it again to resume "
+            "(cached components are skipped, training goes on from its last epoch)\n",
+        )
     return 0
 
 
