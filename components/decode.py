@@ -73,7 +73,7 @@ def decode_pair(image_bytes: bytes, mask_bytes: bytes, max_side: int = 0) -> Dec
     opened, mask_format, mask_orientation, _ = _open(mask_bytes, "unreadable_mask", 0)
     if _tag_copied_onto_upright_pixels(opened, mask_orientation, width, height):
         opened = _open(mask_bytes, "unreadable_mask", 0, upright=False)[0]
-    lossy = mask_format == "JPEG"
+    lossy = mask_format in ("JPEG", "WEBP")  # WebP is lossy unless told otherwise
     mask = binarize_mask(opened, lossy)
     turn = _photo_rotation_to_follow(mask.shape, orientation, width, height)
     if turn is not None:
@@ -139,8 +139,9 @@ def binarize_mask(mask: Image.Image, lossy: bool = False) -> np.ndarray:
         return np.asarray(mask, dtype=bool)
     if mask.mode in ("L", "I", "I;16"):
         values = np.asarray(mask)
-        sixteen_bits = mask.mode != "L" and values.max() > 255
-        return _person(values, 65535 if sixteen_bits else 255, lossy)
+        # 16-bit masks use the bits they need: 0/4095 is a 12-bit mask, cut at 2047.
+        bits = max(8, int(values.max()).bit_length()) if mask.mode != "L" else 8
+        return _person(values, 2**bits - 1, lossy)
     if mask.mode == "F":  # floating point: a probability or 0/1 map, else 0..255
         values = np.nan_to_num(np.asarray(mask))
         return values > (0.5 if values.max() <= 1.0 else 127.5)
@@ -163,6 +164,18 @@ def binarize_mask(mask: Image.Image, lossy: bool = False) -> np.ndarray:
 
 # A mask whose highest level is this or lower holds class numbers, not gray levels.
 _MOST_CLASSES = 32
+# A label map of body parts has at most this many levels; anti-aliasing makes more.
+_MOST_PARTS = 16
+
+
+def _touch(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether a pixel of ``a`` is next to one of ``b`` (4-neighbours)."""
+    return bool(
+        (a[1:] & b[:-1]).any()
+        or (a[:-1] & b[1:]).any()
+        or (a[:, 1:] & b[:, :-1]).any()
+        or (a[:, :-1] & b[:, 1:]).any()
+    )
 
 
 def _person(values: np.ndarray, full_scale: int, lossy: bool) -> np.ndarray:
@@ -179,8 +192,11 @@ def is_label_map(values: np.ndarray, lossy: bool = False) -> bool:
     if top <= _MOST_CLASSES:
         return True
     middle = (values > 0) & (values < top)
-    if values.ndim != 2 or min(values.shape) < 3 or not middle.any():
+    levels = np.unique(values)
+    if values.ndim != 2 or min(values.shape) < 3 or not middle.any() or len(levels) > _MOST_PARTS:
         return False
+    if len(levels) == 3 and not _touch(values == 0, values == top):
+        return False  # a trimap: its middle level is the unknown band between the two
     inner = values[1:-1, 1:-1]
     interior = middle[1:-1, 1:-1] & (
         (values[:-2, 1:-1] == inner)

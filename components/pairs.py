@@ -230,7 +230,7 @@ def _stem_rows(
         for single, reason in ((images.get(key), "duplicate_id"), (masks.get(key), DUPLICATE_MASK)):
             if single is not None:
                 listing.skipped.append(Skip(reason, prefix + single))
-    _pair_suffixed_masks(images, masks, listing)
+    _pair_suffixed_masks(images, masks, ambiguous, listing)
     stems = sorted((set(images) | set(masks)) - ambiguous)
     lone_masks = {stem.casefold(): stem for stem in set(masks) - set(images)}
     cased = sorted(
@@ -251,13 +251,15 @@ def _stem_rows(
 _MASK_WORD = re.compile(r"[ ._-]+(mask|masks|seg|segmentation|label|labels|matte|alpha|gt)$", re.I)
 
 
-def _pair_suffixed_masks(images: dict[str, str], masks: dict[str, str], listing: Listing) -> None:
+def _pair_suffixed_masks(
+    images: dict[str, str], masks: dict[str, str], ambiguous: set[str], listing: Listing
+) -> None:
     """Masks named after their photo plus a word (a.jpg, a_mask.png) are paired with it,
     when that photo has no mask of its own and no other such mask."""
     bases: dict[str, list[str]] = {}
     for key in set(masks) - set(images):
         base = _MASK_WORD.sub("", key)
-        if base != key and base in images and base not in masks:
+        if base != key and base in images and base not in masks and base not in ambiguous:
             bases.setdefault(base, []).append(key)
     paired = sorted((base, keys[0]) for base, keys in bases.items() if len(keys) == 1)
     for base, key in paired:

@@ -436,6 +436,15 @@ def test_masks_named_after_their_photo_plus_a_word_are_paired(tmp_path):
         ("missing_mask", "images/d.jpg"),
     ]
     assert any("paired 2 mask(s) named after their photo" in w for w in listing.warnings)
+    # A photo whose own stem is ambiguous (two masks) takes no suffixed mask either.
+    for rel in ("masks/a.png", "masks/a.jpg"):
+        (tmp_path / rel).write_bytes(b"x")
+    listing = pairs.list_pairs([str(tmp_path)], "")
+    assert "a" not in {p.id for p in listing.pairs}
+    assert ("mask_without_photo", "masks/a_mask.png") in {
+        (s.reason, s.name) for s in listing.skipped
+    }
+    assert not any("'images/a.jpg' with" in w for w in listing.warnings)
 
 
 def test_df_csv_from_excel_with_absolute_paths(tmp_path):
@@ -754,6 +763,12 @@ def test_label_maps_count_every_class_and_part_as_the_person():
     sixteen = Image.open(io.BytesIO(png_bytes(matte)))
     assert sixteen.mode.startswith("I")
     np.testing.assert_array_equal(binarize_mask(sixteen), matte > 32767)
+    twelve = Image.open(io.BytesIO(png_bytes((shape * 4095).astype(np.uint16))))  # 12 bits
+    np.testing.assert_array_equal(binarize_mask(twelve), shape)
+    # A trimap's middle level is the unknown band between person and background.
+    band = (levels > 0) & (levels < 255)
+    trimap = np.where(levels == 255, 255, np.where(band, 127, 0)).astype(np.uint8)
+    np.testing.assert_array_equal(binarize_mask(Image.fromarray(trimap)), trimap == 255)
 
 
 def test_decode_rejects_with_reasons():
