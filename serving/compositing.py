@@ -169,13 +169,14 @@ def composite(
     choice = parse_background(background)
     photo = photo if photo.mode == "RGB" else images.to_rgb(photo)
     alpha = alpha_from_mask(mask, photo.size, threshold, feather)
-    colours = photo
-    original = photo.info.get(images.WITH_ALPHA)
-    if original is not None and original.size == photo.size:  # a cut-out stays cut out
+    owner, original = photo.info.get(images.WITH_ALPHA, (None, None))
+    if owner is None or owner() is not photo:
+        original = None  # an edited copy of a transparent photo: its own pixels count
+    if original is not None:  # a cut-out stays cut out
         alpha = ImageChops.darker(alpha, original.getchannel("A"))
-        colours = original.convert("RGB")  # not whitened where it was see-through
     if choice.kind == "transparent":
-        result = colours.copy()
+        # Its own colours where it was see-through, not the white the model saw.
+        result = original.copy() if original is not None else photo.copy()
         result.putalpha(alpha)
     else:
         if choice.kind == "color":  # given in sRGB, as colours on the web are
@@ -187,6 +188,7 @@ def composite(
         else:
             fitted = ImageOps.fit(choice.image, photo.size, Image.Resampling.LANCZOS)
             behind = _in_colour_space_of(photo, fitted)  # fit keeps the image's profile
+        colours = original.convert("RGB") if original is not None else photo
         result = Image.composite(colours, behind, alpha)
     result.info = {}  # not the background's profile: the person's numbers are the photo's
     for key in ("icc_profile", "dpi"):  # the photo's colour space and print size

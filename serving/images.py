@@ -11,6 +11,7 @@ import io
 import math
 import os
 import warnings
+import weakref
 from typing import BinaryIO, Union
 
 import numpy as np
@@ -35,7 +36,8 @@ _KEEP_ICC_MODES = {"RGB", "RGBA"}
 MIN_DPI = 10  # below, a resolution tag is unset or broken
 _ANIMATED = {"GIF", "PNG", "WEBP", "TIFF"}  # formats whose extra frames are other pictures
 # Where to_rgb keeps a transparent photo as it was (RGBA) beside its pixels flattened
-# onto white for the model: what was already cut away stays away in the output.
+# onto white for the model, with a weak reference to the image it belongs to: what
+# was already cut away stays away in the output.
 WITH_ALPHA = "bgremove.rgba"
 
 
@@ -180,7 +182,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if _plausible_dpi(image.info.get("dpi")):
         rgb.info["dpi"] = image.info["dpi"]
     if rgba is not None and rgba.getextrema()[3][0] < 255:
-        rgb.info[WITH_ALPHA] = rgba
+        # Tied to this very image: a flipped or edited copy inherits info, not pixels.
+        rgb.info[WITH_ALPHA] = (weakref.ref(rgb), rgba)
     return rgb
 
 

@@ -67,6 +67,10 @@ def test_a_photo_already_cut_out_stays_cut_out():
     assert black.getpixel((7, 5)) == (0, 0, 0) and black.getpixel((2, 5)) == RED
     assert black.getpixel((11, 5)) == tuple(round(v * 128 / 255) for v in RED)
     assert images.WITH_ALPHA not in result.info  # never written into a file
+    # A copy edited after loading (flipped) inherits info, not pixels: its own count.
+    flipped = loaded.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    assert compositing.composite(flipped, mask.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+                                 "white").getpixel((37, 5)) == RED  # fmt: skip
     assert images.WITH_ALPHA not in images.load(_encoded(photo.convert("RGBA"), "PNG")).info
 
 
