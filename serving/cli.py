@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import hashlib
 import os
 import re
 import select
@@ -506,14 +507,19 @@ def plan(args: argparse.Namespace) -> tuple[list[Task], list[tuple[str, str]]]:
 
 
 def _once_each(tasks: list[Task]) -> list[Task]:
-    """A photo named twice (a.jpg ./a.jpg, or a folder and a photo in it) is done once."""
-    seen: set[Path] = set()
+    """A photo named twice (a.jpg ./a.jpg, a folder and a photo in it, or A.jpg and
+    a.jpg on a volume that ignores letter case) is done once: one file, one output."""
+    seen: set[tuple[int, int] | None] = set()
     once = []
     for task in tasks:
-        real = task.source.resolve() if isinstance(task.source, Path) else None
-        if real not in seen:
+        try:
+            stat = os.stat(task.source) if isinstance(task.source, Path) else None
+            identity = (stat.st_dev, stat.st_ino) if stat else None
+        except OSError:  # gone already: reading it says so
+            identity = (-1, id(task))
+        if identity not in seen or identity is None:
             once.append(task)
-            seen.add(real)
+            seen.add(identity)
     return once
 
 
@@ -528,19 +534,19 @@ def _deduplicate(tasks: list[Task]) -> list[Task]:
     their whole file name (photo.jpg.nobg.png, photo.png.nobg.png), then their folders'
     names in front (cam2-IMG_0001.JPG.png).  So adding a photo later never hands its
     neighbour's existing output to it.  Names are compared in any letter case, as
-    macOS and Windows file systems do, and photos whose paths differ in case alone are
-    numbered (A.jpg.png, a.jpg-2.png)."""
+    macOS and Windows file systems do, and photos whose paths differ in case alone get a
+    mark of their exact name (A.jpg-1f3a2b.png, a.jpg-9c04de.png)."""
     renamable = [t for t in tasks if isinstance(t.dest, Path) and isinstance(t.source, Path)]
     # What follows the stem in the first choice: ".nobg.png" next to the photo, ".png" in -o.
     endings = {id(t): t.dest.name.removeprefix(t.source.stem) for t in renamable}
-    # Photos whose paths differ in letter case only (a.jpg, A.jpg) are numbered, by name:
-    # no folder in front tells them apart.
+    # Photos whose paths differ in letter case only (a.jpg, A.jpg): no folder in front
+    # tells them apart, so each gets a mark of its exact name, which no later photo moves.
     twins: dict[str, list[Task]] = {}
-    for task in sorted(renamable, key=lambda t: str(t.source)):
+    for task in renamable:
         twins.setdefault(str(task.source.resolve()).casefold(), []).append(task)
-    for group in twins.values():
-        for number, task in enumerate(group[1:], 2):
-            endings[id(task)] = f"-{number}{endings[id(task)]}"
+    for task in (t for group in twins.values() if len(group) > 1 for t in group):
+        mark = hashlib.sha256(str(task.source.resolve()).encode()).hexdigest()[:6]
+        endings[id(task)] = f"-{mark}{endings[id(task)]}"
     folders = {id(t): [p.name for p in t.source.resolve().parents if p.name] for t in renamable}
     for depth in range(max((len(f) for f in folders.values()), default=0) + 1):
         for task in _clashing(tasks, renamable):

@@ -200,7 +200,7 @@ def test_photos_with_one_stem_keep_the_suffix(server, tmp_path):
     assert names == ["a.jpg.nobg.png", "a.png.nobg.png"]
 
 
-def test_a_photo_named_twice_is_done_once_and_case_twins_are_numbered(
+def test_a_photo_named_twice_is_done_once_and_case_twins_are_told_apart(
     server, tmp_path, monkeypatch
 ):
     """a.jpg ./a.jpg failed one of its two writes, and a.jpg beside A.jpg took every
@@ -214,7 +214,12 @@ def test_a_photo_named_twice_is_done_once_and_case_twins_are_numbered(
     _write(tmp_path / "x" / "a.jpg", encode_image(8, 8, seed=2))
     out = tmp_path / "out"
     assert main(["remove", "x", "-o", str(out), "--server", server]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["A.jpg.png", "a.jpg-2.png"]
+    names = sorted(p.name for p in out.iterdir())
+    assert [re.sub(r"-[0-9a-f]{6}\.", "-#.", n) for n in names] == ["A.jpg-#.png", "a.jpg-#.png"]
+    _write(tmp_path / "x" / "A.JPG", encode_image(8, 8, seed=3))  # a third twin later
+    assert main(["remove", "x", "-o", str(out), "--server", server]) == 0
+    after = sorted(p.name for p in out.iterdir())
+    assert len(after) == 3 and set(names) < set(after)  # the first two kept their names
 
 
 def test_an_output_file_named_with_o_is_replaced(server, tmp_path):
