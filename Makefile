@@ -60,8 +60,9 @@ variants: ## train each configs/variants/*.toml through the pipeline, one after 
 	for config in configs/variants/*.toml; do $(MAKE) pipeline CONFIG=$$config || exit 1; done
 
 serve: ## serve pushed models (else the shipped one) over TF Serving's gRPC API on localhost:8500
-	$(PY) -m serving.server --serving-dir "$(SERVING_DIR)" \
-	  $(if $(wildcard $(SHIPPED_MODEL)/saved_model.pb),--fallback-model $(SHIPPED_MODEL)) $(ARGS)
+	if [ -f "$(SHIPPED_MODEL)/saved_model.pb" ]; then fallback=(--fallback-model "$(SHIPPED_MODEL)"); \
+	else fallback=(); fi; \
+	$(PY) -m serving.server --serving-dir "$(SERVING_DIR)" "$${fallback[@]}" $(ARGS)
 
 remove: ## run the CLI, e.g. make remove ARGS="photo.jpg -o out.png"
 	$(RUN) bgremove remove $(ARGS)
