@@ -135,8 +135,7 @@ def train_dataset(
     turned: bool = False,
 ) -> tf.data.Dataset:
     """``repeats`` maps id prefixes (pairs.id_prefixes) to copies per epoch."""
-    pick = _in_validation(validation_percent)
-    records = _records(files).filter(lambda s: tf.logical_not(pick(s)))
+    records = _train_records(files, validation_percent)
     parts = _orientations(records, height, width, turned)
     batches = [_training_batches(r, h, w, batch_size, augmented, repeats) for r, h, w in parts]
     if len(batches) == 1:
@@ -154,9 +153,13 @@ def train_dataset(
 
 def leaves_train_photos(files: list[str], validation_percent: int) -> bool:
     """Whether the validation slice leaves any photo to train on (nothing decoded)."""
+    return any(True for _ in _train_records(files, validation_percent).take(1))
+
+
+def _train_records(files: list[str], validation_percent: int) -> tf.data.Dataset:
+    """The train split's records outside the validation slice."""
     pick = _in_validation(validation_percent)
-    kept = _records(files).filter(lambda s: tf.logical_not(pick(s)))
-    return any(True for _ in kept.take(1))
+    return _records(files).filter(lambda s: tf.logical_not(pick(s)))
 
 
 def eval_dataset(

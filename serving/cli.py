@@ -539,19 +539,28 @@ def _deduplicate(tasks: list[Task]) -> list[Task]:
     renamable = [t for t in tasks if isinstance(t.dest, Path) and isinstance(t.source, Path)]
     # What follows the stem in the first choice: ".nobg.png" next to the photo, ".png" in -o.
     endings = {id(t): t.dest.name.removeprefix(t.source.stem) for t in renamable}
+    clashing = _clashing(tasks, renamable)
+    real = {id(t): t.source.resolve() for t in clashing}  # only those that clash
     # Photos whose paths differ in letter case only (a.jpg, A.jpg): no folder in front
     # tells them apart, so each gets a mark of its exact name, which no later photo moves.
     twins: dict[str, list[Task]] = {}
-    for task in renamable:
-        twins.setdefault(str(task.source.resolve()).casefold(), []).append(task)
+    for task in clashing:
+        twins.setdefault(str(real[id(task)]).casefold(), []).append(task)
     for task in (t for group in twins.values() if len(group) > 1 for t in group):
-        mark = hashlib.sha256(str(task.source.resolve()).encode()).hexdigest()[:6]
+        mark = hashlib.sha256(str(real[id(task)]).encode()).hexdigest()[:6]
         endings[id(task)] = f"-{mark}{endings[id(task)]}"
-    folders = {id(t): [p.name for p in t.source.resolve().parents if p.name] for t in renamable}
-    for depth in range(max((len(f) for f in folders.values()), default=0) + 1):
-        for task in _clashing(tasks, renamable):
-            names = [*folders[id(task)][:depth][::-1], task.source.name]
+
+    def folders(task: Task) -> list[str]:
+        if id(task) not in real:  # a task that clashes only after another's rename
+            real[id(task)] = task.source.resolve()
+        return [p.name for p in real[id(task)].parents if p.name]
+
+    depth = 0
+    while clashing and depth <= max(len(folders(t)) for t in clashing):
+        for task in clashing:
+            names = [*folders(task)[:depth][::-1], task.source.name]
             task.dest = task.dest.with_name("-".join(names) + endings[id(task)])
+        clashing, depth = _clashing(tasks, renamable), depth + 1
     return tasks
 
 
@@ -660,12 +669,13 @@ def _check_options(args: argparse.Namespace) -> Background:
         compositing.check_edge_options(args.threshold, args.feather)
     except ValueError as err:
         raise UsageError(f"--{err}") from None
-    if args.mask_only and args.background.strip().lower() != "transparent":
-        raise UsageError("--mask-only writes the mask alone: leave out -b")
     try:
-        return compositing.parse_background(args.background)
+        background = compositing.parse_background(args.background)
     except ValueError as err:
         raise UsageError(str(err)) from None
+    if args.mask_only and background.opaque:
+        raise UsageError("--mask-only writes the mask alone: leave out -b")
+    return background
 
 
 def _check_terminal(tasks: list[Task]) -> None:

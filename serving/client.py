@@ -166,7 +166,7 @@ class BackgroundRemover:
         self.refine = refine
         self._learnt_side: int | None = None
         self._side_failures = 0  # metadata calls for the send side that failed
-        self._side_error: RequestFailed | None = None
+        self._side_error: BackgroundRemoverError | None = None
         self._closed = False
         self._side_lock = threading.Lock()
         self._channel = grpc.insecure_channel(
@@ -238,9 +238,7 @@ class BackgroundRemover:
             except ValueError:  # gRPC's "Cannot invoke RPC on closed channel!"
                 if not self._closed:
                     raise
-                raise BackgroundRemoverError(
-                    "this BackgroundRemover was closed during the call"
-                ) from None
+                raise _closed_during_call() from None
             except grpc.RpcError as err:
                 code = err.code()
                 if code != grpc.StatusCode.UNAVAILABLE or not self._retry(attempt, started):
@@ -258,7 +256,7 @@ class BackgroundRemover:
 
     def _readable(self, code: grpc.StatusCode, details: str) -> BackgroundRemoverError:
         if self._closed and code == grpc.StatusCode.CANCELLED:  # not the server's doing
-            return BackgroundRemoverError("this BackgroundRemover was closed during the call")
+            return _closed_during_call()
         if code == grpc.StatusCode.UNAVAILABLE and _is_connection_failure(details):
             return ServerUnavailable(
                 f"cannot reach the model server at {self.address}: is it running? "
@@ -416,6 +414,10 @@ class BackgroundRemover:
                 for name, sig in signatures.signature_def.items()
             },
         }
+
+
+def _closed_during_call() -> BackgroundRemoverError:
+    return BackgroundRemoverError("this BackgroundRemover was closed during the call")
 
 
 def _loaded(sources: list[ImageSource]) -> list[Image.Image]:

@@ -550,17 +550,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         server = _server_from(args)
     except (ServingError, ValueError) as error:
         parser.error(str(error))
-    stop = threading.Event()
+    stop, stop_signals = threading.Event(), (signal.SIGTERM, signal.SIGINT)
 
     def stopping(signum: int, _frame: object) -> None:
         # Later ones change nothing, and one during the interpreter's exit (where Python
         # restores the default action) would end a drained server as killed: a TERM
         # for the whole group reaches it twice through the sandbox wrapper.
-        for ignored in (signal.SIGTERM, signal.SIGINT):
+        for ignored in stop_signals:
             signal.signal(ignored, signal.SIG_IGN)
         stop.set()
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in stop_signals:
         signal.signal(signum, stopping)
     try:
         server.start()
