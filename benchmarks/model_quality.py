@@ -32,6 +32,10 @@ SECTION = "model"
 BATCH = 8
 # Errors this close to the true outline, in model pixels, count as edge errors.
 EDGE_BAND = 1.0
+# Close-ups cut from eval photos: from a tenth of the person's height above the
+# head down to this share of it (head and shoulders), if at least this many pixels tall.
+CLOSEUP_DEPTH = 0.45
+CLOSEUP_MIN_PIXELS = 64
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,7 @@ class SetScores:
     lost_elsewhere: list[float] = field(default_factory=list)
     alpha_error: list[float] = field(default_factory=list)
     alpha_error_mask: list[float] = field(default_factory=list)
+    iou_closeup: list[float] = field(default_factory=list)
     intersection: int = 0
     union: int = 0
     rows: list[Row] = field(default_factory=list)
@@ -67,6 +72,10 @@ class SetScores:
             "iou_lost_elsewhere": round(float(np.mean(self.lost_elsewhere)), 4),
             "alpha_error": round(float(np.mean(self.alpha_error)), 4),
             "alpha_error_model_mask": round(float(np.mean(self.alpha_error_mask)), 4),
+            "closeups": len(self.iou_closeup),
+            "mean_iou_closeup": round(float(np.mean(self.iou_closeup)), 4)
+            if self.iou_closeup
+            else None,
             "foreground_iou_full_res": round(self.intersection / self.union, 4)
             if self.union
             else 1.0,
@@ -144,6 +153,57 @@ def edge_split(truth: np.ndarray, prediction: np.ndarray, pixel: float) -> tuple
     return at_edge / union, (int(wrong.sum()) - at_edge) / union
 
 
+def closeup_box(truth: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(top, bottom, left, right) of a 3:4 head-and-shoulders window on the person in
+    ``truth``, centred on the head, the frame cutting through the shoulders: how
+    portraits and selfies frame people, which the eval photos (mostly whole bodies)
+    do not show. None if there is no person or the window would be too small."""
+    rows = np.flatnonzero(truth.any(axis=1))
+    if rows.size == 0:
+        return None
+    height = rows[-1] - rows[0] + 1
+    top = max(0, int(rows[0] - 0.1 * height))
+    bottom = min(truth.shape[0], int(rows[0] + CLOSEUP_DEPTH * height))
+    if bottom - top < CLOSEUP_MIN_PIXELS:
+        return None
+    head = np.flatnonzero(truth[rows[0] : rows[0] + max(1, height // 8)].any(axis=0))
+    width = min(int(0.75 * (bottom - top)), truth.shape[1])
+    left = int(np.clip((head[0] + head[-1]) / 2 - width / 2, 0, truth.shape[1] - width))
+    return top, bottom, left, left + width
+
+
+def _closeup(example: EvalExample) -> tuple[bytes, np.ndarray] | None:
+    """The close-up as a lossless PNG, and its true mask."""
+    from components import preprocessing as pp
+
+    truth = pp.decode_mask(example.mask).numpy()[..., 0] > 0.5
+    box = closeup_box(truth)
+    if box is None:
+        return None
+    top, bottom, left, right = box
+    photo = Image.open(io.BytesIO(example.image)).convert("RGB")
+    out = io.BytesIO()
+    photo.crop((left, top, right, bottom)).save(out, "PNG")
+    return out.getvalue(), truth[top:bottom, left:right]
+
+
+def _score_closeups(serve, batch: list[EvalExample], by_set: dict[str, SetScores]) -> None:
+    import tensorflow as tf
+
+    from components import preprocessing as pp
+    from components.losses import iou
+    from serving import defaults
+
+    cut = [(example, closeup) for example in batch if (closeup := _closeup(example))]
+    if not cut:
+        return
+    images = tf.constant([png for _, (png, _) in cut])
+    masks = serve(**{defaults.INPUT_IMAGES: images})[defaults.OUTPUT_MASK].numpy()
+    for (example, (_, truth)), mask in zip(cut, masks, strict=True):
+        predicted = pp.upsample_mask(mask, *truth.shape).numpy() > 0.5
+        by_set[example.set_name].iou_closeup.append(iou(truth, predicted))
+
+
 def _score_image(example: EvalExample, quantized: np.ndarray, scores: SetScores) -> None:
     """``quantized``: the uint8 mask serving_default returned, which the IoU gate upsamples."""
     from components import preprocessing as pp
@@ -199,6 +259,7 @@ def _score(serve, examples: list[EvalExample]) -> dict[str, SetScores]:
         masks = serve(**{defaults.INPUT_IMAGES: images})[defaults.OUTPUT_MASK].numpy()
         for example, mask in zip(batch, masks, strict=True):
             _score_image(example, mask, by_set[example.set_name])
+        _score_closeups(serve, batch, by_set)
     return dict(sorted(by_set.items()))
 
 
@@ -282,5 +343,10 @@ def run(
             f"alpha_error: mean |alpha - truth| per pixel of a cut-out's alpha (the refined "
             f"mask stretched {EDGE_CONTRAST:g}x about 0.5, serving/compositing.py); "
             "alpha_error_model_mask: the same with the refined mask itself as alpha",
+            f"mean_iou_closeup: per-image IoU at full resolution on head-and-shoulders "
+            f"windows cut from the eval photos (3:4, centred on the head, from a tenth of the "
+            f"person's height above the head to {CLOSEUP_DEPTH:g} of it, at least "
+            f"{CLOSEUP_MIN_PIXELS} pixels tall; closeups: how many), as portraits and "
+            "selfies frame people",
         ],
     }

@@ -145,11 +145,13 @@ def _model(s: dict) -> str:
                     scores.get("iou_lost_elsewhere", ""),
                     scores.get("alpha_error", ""),
                     scores.get("alpha_error_model_mask", ""),
+                    scores.get("mean_iou_closeup", ""),
                 ]
             )
     header = ["variant", "input", "ms/image", "set", "images", "mean IoU (model res)"]
     header += ["mean IoU (full res)", "mean IoU (full res, refined)", "foreground IoU (full res)"]
     header += ["IoU lost at edges", "IoU lost elsewhere", "alpha error", "alpha error (mask)"]
+    header += ["mean IoU (close-ups)"]
     parts.append(_table(header, rows))
     sheets = s.get("contact_sheets") or {}
     if sheets:

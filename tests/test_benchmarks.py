@@ -18,7 +18,7 @@ from PIL import Image
 from benchmarks import readme_table, report, run
 from benchmarks.contact_sheet import BOX
 from benchmarks.examples import write_synthetic_split
-from benchmarks.model_quality import edge_split
+from benchmarks.model_quality import CLOSEUP_MIN_PIXELS, closeup_box, edge_split
 from benchmarks.models import parse_variants
 from tests.serving_fixtures import export_tiny_model
 
@@ -45,7 +45,7 @@ def bench(tmp_path_factory):
     model = export_tiny_model(root / "models")
     split = root / "pipeline_root" / "ImageExampleGen" / "examples" / "4" / "Split-eval"
     write_synthetic_split(
-        split / "data_tfrecord-00000-of-00001.gz", PER_SET * len(SETS), (48, 64), ("ccp/", "hsd/")
+        split / "data_tfrecord-00000-of-00001.gz", PER_SET * len(SETS), (192, 256), ("ccp/", "hsd/")
     )
     config = _config(root / "tiny.toml", root / "pipeline_root")
     out = root / "out"
@@ -131,6 +131,7 @@ def test_model_latency_iou_per_set_and_contact_sheets(bench):
         )
         lost = scores["iou_lost_at_edge"] + scores["iou_lost_elsewhere"]
         assert lost == pytest.approx(1.0 - scores["mean_iou_full_res"], abs=2e-4)
+        assert scores["closeups"] == PER_SET and 0.0 <= scores["mean_iou_closeup"] <= 1.0
     assert model["contact_sheets"]["variant"] == "tiny"
     for set_name in SETS:
         sheet = bench["out"] / f"worst_{set_name}.png"
@@ -155,6 +156,26 @@ def test_edge_split_tells_outline_errors_from_wrong_regions():
     at_edge, elsewhere = edge_split(truth, blob, pixel=2.0)
     assert elsewhere > 0.0 and at_edge + elsewhere == pytest.approx(1.0 - 800 / 836)
     assert edge_split(np.zeros_like(truth), np.zeros_like(truth), pixel=2.0) == (0.0, 0.0)
+
+
+def test_closeup_box_frames_head_and_shoulders():
+    truth = np.zeros((400, 300), bool)
+    truth[100:380, 120:180] = True  # a standing person, head at row 100
+    truth[100:135, 120:180] = False
+    truth[100:135, 170:190] = True  # the head, off to the right
+    top, bottom, left, right = closeup_box(truth)
+    assert top == 72 and bottom == 226  # a tenth of 280 above the head, to 0.45 of it
+    assert right - left == int(0.75 * (bottom - top))  # 3:4
+    assert (left + right) / 2 == pytest.approx(180, abs=1)  # centred on the head
+    # The person at the photo's left edge: the window stays inside the photo.
+    at_edge = np.zeros_like(truth)
+    at_edge[100:380, 0:40] = True
+    assert closeup_box(at_edge)[2] == 0
+    # Nobody, or too small to be a close-up of anything.
+    assert closeup_box(np.zeros_like(truth)) is None
+    small = np.zeros_like(truth)
+    small[10 : 10 + CLOSEUP_MIN_PIXELS, 5:20] = True
+    assert closeup_box(small) is None
 
 
 def test_markdown_quotes_every_section(bench):
