@@ -1,8 +1,8 @@
 """Training augmentation: the main lever with ~1300 photos of people.
 
 The sets mostly show one large, centred person in front of a street; users
-send group photos, small people in wide scenes, blurry phone shots and odd
-aspect ratios.  Each transform here widens what the model sees in that
+send portraits and selfies, group photos, small people in wide scenes, blurry
+phone shots and odd aspect ratios.  Each transform here widens what the model sees in that
 direction while keeping the mask exact.
 """
 
@@ -15,6 +15,8 @@ MARGIN = 1.25
 # Crops may change the aspect ratio by up to this factor (people are squashed
 # differently by landscape and portrait photos at one model input size).
 _ASPECT_JITTER = 1.3
+_ZOOM_IN_P = 0.2
+_ZOOM_IN_SCALE = (0.3, 0.7)  # the window's share of each side of the photo
 _ZOOM_OUT_P = 0.35
 _ZOOM_OUT_MIN = 0.4  # the person may shrink to this share of the frame
 _NEW_BACKGROUND_P = 0.35
@@ -67,6 +69,32 @@ def _crop(both: tf.Tensor) -> tf.Tensor:
     return tf.image.random_crop(both, shape)
 
 
+def _zoom_in(both: tf.Tensor) -> tf.Tensor:
+    """A window on the person's head and upper body, at the photo's aspect:
+    portraits and selfies, where a face fills the frame, which the sets barely show
+    (a model trained without it returned blank masks for close-ups of faces)."""
+    size = tf.cast(tf.shape(both)[:2], tf.float32)
+    person = both[..., 3] > 0.5
+    rows = tf.cast(tf.where(tf.reduce_any(person, axis=1))[:, 0], tf.float32)
+    cols = tf.cast(tf.where(tf.reduce_any(person, axis=0))[:, 0], tf.float32)
+    top, bottom = tf.reduce_min(rows), tf.reduce_max(rows)
+    scale = tf.random.uniform([], *_ZOOM_IN_SCALE)
+    crop_h, crop_w = size[0] * scale, size[1] * scale
+    # From a little headroom above the head down to a sixth of the person.
+    y0 = tf.random.uniform([], top - 0.2 * crop_h, top + (bottom - top) / 6 + 1.0)
+    centre = (tf.reduce_min(cols) + tf.reduce_max(cols)) / 2
+    x0 = centre - crop_w * tf.random.uniform([], 0.25, 0.75)
+    y0 = tf.clip_by_value(y0, 0.0, size[0] - crop_h)
+    x0 = tf.clip_by_value(x0, 0.0, size[1] - crop_w)
+    return tf.image.crop_to_bounding_box(
+        both,
+        tf.cast(y0, tf.int32),
+        tf.cast(x0, tf.int32),
+        tf.maximum(1, tf.cast(crop_h, tf.int32)),
+        tf.maximum(1, tf.cast(crop_w, tf.int32)),
+    )
+
+
 def _zoom_out(image, mask, backdrop, height: int, width: int):
     """Shrinks the photo into a random spot of a new backdrop: small people in
     wide scenes, which the sets barely show."""
@@ -109,11 +137,13 @@ def _colour(image: tf.Tensor) -> tf.Tensor:
 def augment(image: tf.Tensor, mask: tf.Tensor, other: tf.Tensor, height: int, width: int):
     """One training view of (image, mask); ``other`` is another photo of the set
     whose texture may serve as the new background."""
-    both = _crop(tf.concat([image, mask], axis=-1))
+    both = tf.concat([image, mask], axis=-1)
+    zoomed_in = tf.logical_and(_coin(_ZOOM_IN_P), tf.reduce_any(mask > 0.5))
+    both = tf.cond(zoomed_in, lambda: _zoom_in(both), lambda: _crop(both))
     both = tf.image.random_flip_left_right(both)
     both = tf.image.resize(both, [height, width], method="bilinear")
     image, mask = both[..., :3], both[..., 3:]
-    if _coin(_ZOOM_OUT_P):
+    if tf.logical_and(tf.logical_not(zoomed_in), _coin(_ZOOM_OUT_P)):
         image, mask = _zoom_out(image, mask, _background(other, height, width), height, width)
     elif _coin(_NEW_BACKGROUND_P):
         image = mask * image + (1.0 - mask) * _background(other, height, width)

@@ -62,6 +62,30 @@ def test_zoom_out_and_new_backgrounds_happen(views):
     assert np.mean(np.array(blue_backgrounds) < 0.5) > 0.2
 
 
+def test_zoom_in_frames_the_upper_body(views):
+    """Some views are close-ups: the person fills far more of the frame than any
+    plain crop allows, and the crop starts near the top of the person."""
+    source_share = float(np.mean(_person(H, W)[1]))
+    close_ups = [
+        mask[..., 0].numpy() for _, mask in views if float(tf.reduce_mean(mask)) > 2 * source_share
+    ]
+    assert len(close_ups) >= 0.08 * len(views)
+    for mask in close_ups:
+        first_row = np.argmax((mask > 0.5).any(axis=1))
+        assert first_row < 0.4 * H
+
+
+def test_photos_without_a_person_still_augment():
+    """The close-up looks for the person; a photo with none (a negative example)
+    must not fail the input pipeline."""
+    tf.random.set_seed(1)
+    image = tf.random.uniform([round(H * aug.MARGIN), round(W * aug.MARGIN), 3])
+    empty = tf.zeros([round(H * aug.MARGIN), round(W * aug.MARGIN), 1])
+    for _ in range(30):
+        out, mask = aug.augment(image, empty, image, H, W)
+        assert out.shape == (H, W, 3) and float(tf.reduce_max(mask)) == 0.0
+
+
 def _edge_strength(image: tf.Tensor) -> float:
     """The steepest step between neighbours: 1 for a sharp edge."""
     return float(tf.reduce_max(tf.abs(image[:, 1:] - image[:, :-1])))
