@@ -17,7 +17,7 @@ import tensorflow as tf
 from PIL import Image, ImageOps
 
 from components.preprocessing import decode_rgb
-from serving.images import to_rgb
+from serving.images import pixels_refused, to_rgb
 
 # Masks whose aspect ratio differs from the photo's by less than this are resized.
 ASPECT_TOLERANCE = 0.01
@@ -66,7 +66,7 @@ class Decoded:
 def decode_pair(image_bytes: bytes, mask_bytes: bytes, max_side: int = 0) -> Decoded:
     """The stored form of a pair, or Rejected saying why it is unusable."""
     if not image_bytes or not mask_bytes:
-        raise Rejected("empty_file", "zero bytes")
+        raise Rejected("empty_file", f"the {'photo' if not image_bytes else 'mask'} has 0 bytes")
     image, image_format, orientation, (width, height) = _open(
         image_bytes, "unreadable_image", max_side
     )
@@ -96,7 +96,7 @@ def decode_pair(image_bytes: bytes, mask_bytes: bytes, max_side: int = 0) -> Dec
 
     rotated = orientation not in (0, 1)
     keep = not (rotated or converted) and size == (width, height) and image_format in _KEPT
-    # Pillow forgives a file cut just before its end marker; TensorFlow's decoders,
+    # Pillow forgives a PNG cut just before its end chunk; TensorFlow's decoders,
     # which training uses, do not.  Pillow's pixels are whole, so they are stored.
     keep = keep and _tensorflow_reads(image_bytes)
     return Decoded(
@@ -245,6 +245,8 @@ def _open(
         image.load()
         if upright and orientation not in (0, 1):
             image = ImageOps.exif_transpose(image)
+    except Image.DecompressionBombError as error:
+        raise Rejected("too_large", pixels_refused(error)) from error
     except Exception as error:  # Pillow raises many types for bad files
         # Pillow names the in-memory buffer it read ("<_io.BytesIO object at 0x...>"):
         # the log names the file already.

@@ -31,7 +31,7 @@ from components import pairs as pairs_lib
 from components.decode import Decoded, Rejected, decode_pair
 from components.preprocessing import HEIGHT_KEY, ID_KEY, IMAGE_KEY, MASK_KEY, WIDTH_KEY
 from components.uris import is_uri
-from serving.images import unreadable_reason
+from serving.images import MAX_OPENED_PIXELS, allow_pixels, unreadable_reason
 from tfx_pipeline.config import PipelineConfig
 
 FOREGROUND_FRACTION_KEY = "foreground_fraction"
@@ -103,6 +103,11 @@ class DecodePairFn(beam.DoFn):
 
     def __init__(self, max_side: int) -> None:
         self._max_side = max_side
+
+    def setup(self) -> None:
+        # Phones shoot 200 MP, past Pillow's decompression-bomb guard; draft decoding
+        # keeps such JPEGs small here.  The same limit as bgremove's.
+        allow_pixels(MAX_OPENED_PIXELS)
 
     def process(self, item: tuple[pairs_lib.Pair, str]) -> Iterator[Any]:
         pair, split = item

@@ -68,9 +68,6 @@ examples:
 # Requests in flight at most: at -j 300, a 2-core server's queue outlasted the 30 s
 # timeout and 55 of 299 photos failed.
 MAX_JOBS = 64
-# The largest photo opened: above the 200 MP phones shoot, which Pillow's own
-# decompression-bomb guard (179 MP) refuses.  One of 200 MP took 37 s and 4.9 GB.
-MAX_PHOTO_PIXELS = 250_000_000
 
 
 # Options every command takes, which people also put before it.
@@ -391,7 +388,7 @@ def run_remove(args: argparse.Namespace) -> int:
     from serving import images
     from serving.output_plan import plan
 
-    images.allow_pixels(MAX_PHOTO_PIXELS)
+    images.allow_pixels(images.MAX_OPENED_PIXELS)
     background = _check_options(args)
     tasks, failed = plan(args.inputs, args.output, args.format)
     _check_terminal(tasks)

@@ -89,6 +89,10 @@ def parse_background(spec: BackgroundSpec | Background) -> Background:
             return Background("image", image=images.load(path))
         except images.InvalidImage as err:
             raise InvalidOption(f"background image {text!r} is {err}") from err
+    if path.is_dir():
+        raise InvalidOption(f"background image {text!r} is a folder, not an image")
+    if os.path.lexists(path):
+        raise InvalidOption(f"background image {text!r} is {images.unreadable_reason(path)}")
     if path.suffix.lower() in defaults.PHOTO_EXTENSIONS or os.sep in text:
         raise InvalidOption(f"background image {text!r}: no such file")
     raise InvalidOption(f"unknown background {text!r}: use {BACKGROUND_HELP}")

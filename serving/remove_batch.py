@@ -21,8 +21,10 @@ from serving.compositing import Background
 from serving.output_plan import STDIO, Task
 from serving.output_writer import WriteError, save
 
-# Write errors that every later photo would meet too: the batch stops.
-_DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+# Write errors that every later photo would meet too (a full or read-only disk, an
+# output folder the user may not write to): the batch stops rather than send
+# thousands of photos whose results cannot be kept.
+_DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 # Photos this large go at most two at a time, whatever --jobs says: four 54-megapixel
 # photos at -j 4 peaked at 5.5 GB, two at a time at 4.5 GB in the same time (one at a
@@ -118,7 +120,7 @@ def _record(
         summary.attempted += 1
         summary.failed.append((str(task.source), _one_line(err)))
         if isinstance(err, WriteError) and err.errno in _DISK_ERRORS:
-            return err  # but a full disk fails every later one too
+            return err  # but a full disk or a locked folder fails every later one too
         return None
     summary.attempted += 1
     summary.processed.append(task)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import re
@@ -424,8 +425,6 @@ def test_a_camera_jpeg_with_a_preview_is_one_photo():
 
 
 def test_short_writes_are_finished_and_a_full_output_is_an_error():
-    import errno
-
     from serving.output_writer import write_all
 
     class Stream:  # takes 5 bytes per write, then reports a full disk
@@ -539,19 +538,24 @@ def test_colour_profile_and_dpi_reach_every_output_format(server, tmp_path):
     assert Image.open(tmp_path / "out.jpg").info["dpi"] == (300, 300)
 
 
-def test_a_full_disk_stops_the_batch_after_one_photo(server, tmp_path, capsys, monkeypatch):
-    import errno
-
+@pytest.mark.parametrize(
+    "code_and_words",
+    [(errno.ENOSPC, "No space left on device"), (errno.EACCES, "Permission denied")],
+)
+def test_a_full_disk_stops_the_batch_after_one_photo(
+    server, tmp_path, capsys, monkeypatch, code_and_words
+):
+    """Also an output folder the user may not write to: every photo would fail."""
     from serving import output_writer, remove_batch
+
+    number, words = code_and_words
 
     photos = tmp_path / "photos"
     for n in range(6):
         _write(photos / f"p{n}.png", encode_image(8, 8, "PNG", seed=n))
 
     def full(image, task):
-        raise output_writer.WriteError(
-            errno.ENOSPC, f"cannot write {task.dest}: No space left on device"
-        )
+        raise output_writer.WriteError(number, f"cannot write {task.dest}: {words}")
 
     monkeypatch.setattr(remove_batch, "save", full)
     code = main(["remove", str(photos), "-o", str(tmp_path / "out"), "--server", server, "-j", "1"])
@@ -559,7 +563,7 @@ def test_a_full_disk_stops_the_batch_after_one_photo(server, tmp_path, capsys, m
     assert code == 1
     # The one worker may have taken the next photo before the first failure was seen.
     assert re.search(r"0 processed, (1 failed, 5|2 failed, 4) not attempted", err), err
-    assert err.strip().splitlines()[-1].endswith("No space left on device")
+    assert err.strip().splitlines()[-1].endswith(words)
 
 
 def test_a_hung_server_stops_the_batch_after_two_rounds_of_timeouts(

@@ -265,15 +265,38 @@ def test_allow_pixels_opens_photos_pillow_would_refuse_and_no_larger(monkeypatch
     """Pillow refuses photos over twice MAX_IMAGE_PIXELS; phones shoot more than its default."""
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # refused above 2000 pixels
     phone = _encoded(Image.new("RGB", (60, 50), (1, 2, 3)), "PNG")  # 3000 pixels
-    with pytest.raises(images.InvalidImage, match="decompression bomb"):
+    with pytest.raises(
+        images.InvalidImage, match=r"too large: 0.003 megapixels, above the 0.002 opened"
+    ):
         images.load(phone)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         images.allow_pixels(4000)
         assert images.load(phone).size == (60, 50)
         assert not [w for w in caught if w.category is Image.DecompressionBombWarning]
-        with pytest.raises(images.InvalidImage, match="decompression bomb"):
+        with pytest.raises(images.InvalidImage, match=r"0.0048 megapixels, above the 0.004"):
             images.load(_encoded(Image.new("RGB", (80, 60)), "PNG"))  # 4800 pixels
+
+
+def test_what_is_wrong_with_a_file_is_said_plainly(tmp_path):
+    """Empty, a folder, a loop of links: not "a corrupt image"."""
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    with pytest.raises(images.InvalidImage, match=r"^an empty file \(0 bytes\)$"):
+        images.load(empty)
+    with pytest.raises(images.InvalidImage, match=r"^empty \(0 bytes\)$"):
+        images.load(b"")
+    with pytest.raises(images.InvalidImage, match=r"^cannot read the file \(is a directory\)$"):
+        images.load(tmp_path)
+    (tmp_path / "a.jpg").symlink_to(tmp_path / "b.jpg")
+    (tmp_path / "b.jpg").symlink_to(tmp_path / "a.jpg")
+    assert images.unreadable_reason(tmp_path / "a.jpg") == "a loop of symbolic links"
+    (tmp_path / "gone.jpg").symlink_to(tmp_path / "nothing.jpg")
+    assert images.unreadable_reason(tmp_path / "gone.jpg") == "a link to nothing"
+    with pytest.raises(compositing.InvalidOption, match="is a loop of symbolic links"):
+        compositing.parse_background(str(tmp_path / "a.jpg"))
+    with pytest.raises(compositing.InvalidOption, match="is a folder, not an image"):
+        compositing.parse_background(str(tmp_path))
 
 
 def test_a_background_image_is_read_like_a_photo(tmp_path):

@@ -20,7 +20,7 @@ from components import ingestion_report as report_lib
 from components import pairs
 from components.decode import ORIENTATION_NOTE, Rejected, binarize_mask, decode_pair
 from components.errors import PipelineStopped
-from components.image_example_gen import Executor, ImageExampleGen
+from components.image_example_gen import DecodePairFn, Executor, ImageExampleGen
 from components.ingestion_report import IngestionError, check_report
 from tests.serving_fixtures import png_bytes
 from tfx_pipeline.config import LOCAL_BEAM_ARGS
@@ -729,6 +729,23 @@ def test_files_cut_before_their_end_marker_are_stored_whole():
     assert not decode_pair(whole, mask).reencoded
 
 
+def test_photos_past_the_pixel_limit_are_too_large_not_unreadable(monkeypatch):
+    """Ingestion opens what bgremove opens (phones shoot 200 MP, past Pillow's 179)
+    and names what is larger for what it is."""
+    from serving.images import MAX_OPENED_PIXELS
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # restored after
+    fn = DecodePairFn(max_side=0)
+    fn.setup()
+    assert 2 * Image.MAX_IMAGE_PIXELS == MAX_OPENED_PIXELS
+    Image.MAX_IMAGE_PIXELS = (H * W) // 4  # this test's photos are then too large
+    with pytest.raises(
+        Rejected, match=r"^too_large: 0.0012 megapixels, above the 0.0006 opened"
+    ) as error:
+        decode_pair(png_bytes(_photo(1)), png_bytes(_mask()))
+    assert error.value.reason == "too_large"
+
+
 def test_an_empty_mask_says_what_it_holds():
     dark = np.where(_mask() > 127, 100, 40).astype(np.uint8)  # no level in the upper half
     with pytest.raises(Rejected, match=r"empty_mask: no foreground pixel \(mask values 40..100\)"):
@@ -779,9 +796,11 @@ def test_decode_rejects_with_reasons():
     with pytest.raises(Rejected) as error:
         decode_pair(png_bytes(_photo(1)), b"GIF89a junk")
     assert error.value.reason == "unreadable_mask"
-    with pytest.raises(Rejected) as error:
+    with pytest.raises(Rejected, match="the photo has 0 bytes") as error:
         decode_pair(b"", good)
     assert error.value.reason == "empty_file"
+    with pytest.raises(Rejected, match="the mask has 0 bytes"):
+        decode_pair(png_bytes(_photo(1)), b"")
     # A fully transparent PNG would train as a white photo labelled with a person.
     clear = np.zeros((H, W, 4), np.uint8)
     clear[..., :3] = _photo(2)
