@@ -257,6 +257,18 @@ def run_rollout(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _hint_dashed_names(argv: list[str]) -> None:
+    """argparse reads a photo named ``-x.jpg`` as options: say how to pass it."""
+    before = argv[: argv.index("--")] if "--" in argv else argv
+    dashed = [arg for arg in before if arg.startswith("-") and arg != "-" and os.path.lexists(arg)]
+    if dashed:
+        print(
+            f"bgremove: hint: {dashed[0]} is a file; put -- before names that start with -, "
+            f"e.g. bgremove remove -- {dashed[0]}",
+            file=sys.stderr,
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     if sys.stderr is None:  # started with 2>&-: print() would send notes into stdout
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115  (open for the whole run)
@@ -272,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help or an argparse usage error
+        if exit_.code:
+            _hint_dashed_names(argv)
         return int(exit_.code or 0)
     # SIGTERM (kill, timeout) stops like Ctrl-C: photos being written finish or
     # vanish, none is left half-written.

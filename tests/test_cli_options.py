@@ -137,3 +137,12 @@ def test_inputs_and_outputs_that_do_not_fit_are_usage_errors(
     assert main(["remove", *argv, "--server", "127.0.0.1:1"]) == 2
     assert message in capsys.readouterr().err
     assert sorted(os.listdir()) == ["a.jpg", "b.jpg", "taken.png"]  # nothing written
+
+
+def test_a_photo_named_like_an_option_gets_a_hint(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    Path("-dash.jpg").write_bytes(encode_image(8, 8))
+    assert main(["remove", "-dash.jpg", "--server", "127.0.0.1:1"]) == 2
+    assert "hint: -dash.jpg is a file; put -- before names" in capsys.readouterr().err
+    assert main(["remove", "--nosuchflag", "--server", "127.0.0.1:1"]) == 2
+    assert "hint" not in capsys.readouterr().err
