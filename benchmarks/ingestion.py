@@ -68,7 +68,9 @@ def choose_source(ccp_dir: Path, limit: int | None, workdir: Path) -> Source:
 def _raw(pairs: list, max_side: int) -> dict[str, float]:
     """Read + decode + validate + re-encode each pair in one Python loop."""
     from components.decode import Rejected, decode_pair
+    from serving.images import MAX_OPENED_PIXELS, allow_pixels
 
+    allow_pixels(MAX_OPENED_PIXELS)  # as the executor's DoFn does
     usable = reencoded = 0
     started = time.perf_counter()
     for pair in pairs:

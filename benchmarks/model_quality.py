@@ -32,10 +32,11 @@ SECTION = "model"
 BATCH = 8
 # Errors this close to the true outline, in model pixels, count as edge errors.
 EDGE_BAND = 1.0
-# Close-ups cut from eval photos: from a tenth of the person's height above the
-# head down to this share of it (head and shoulders), if at least this many pixels tall.
+# Close-ups cut from eval photos that show a person whole: from a tenth of the person's
+# height above the head down to this share of it (head and shoulders), if at least this
+# many pixels tall (the model's input is 256).
 CLOSEUP_DEPTH = 0.45
-CLOSEUP_MIN_PIXELS = 64
+CLOSEUP_MIN_PIXELS = 96
 
 
 @dataclass(frozen=True)
@@ -154,19 +155,27 @@ def edge_split(truth: np.ndarray, prediction: np.ndarray, pixel: float) -> tuple
 
 
 def closeup_box(truth: np.ndarray) -> tuple[int, int, int, int] | None:
-    """(top, bottom, left, right) of a 3:4 head-and-shoulders window on the person in
-    ``truth``, centred on the head, the frame cutting through the shoulders: how
-    portraits and selfies frame people, which the eval photos (mostly whole bodies)
-    do not show. None if there is no person or the window would be too small."""
-    rows = np.flatnonzero(truth.any(axis=1))
-    if rows.size == 0:
+    """(top, bottom, left, right) of a 3:4 head-and-shoulders window on the largest
+    person in ``truth``, centred on the head, the frame cutting through the shoulders:
+    how portraits and selfies frame people, which the eval photos (mostly whole bodies)
+    do not show. None if nobody is seen whole (a person the frame cuts off has no known
+    height) or the window would be too small."""
+    from scipy import ndimage
+
+    labels, count = ndimage.label(truth)
+    if count == 0:
+        return None
+    sizes = ndimage.sum(truth, labels, range(1, count + 1))
+    person = labels == 1 + int(np.argmax(sizes))
+    rows = np.flatnonzero(person.any(axis=1))
+    if rows[-1] >= truth.shape[0] - 1:
         return None
     height = rows[-1] - rows[0] + 1
     top = max(0, int(rows[0] - 0.1 * height))
-    bottom = min(truth.shape[0], int(rows[0] + CLOSEUP_DEPTH * height))
+    bottom = int(rows[0] + CLOSEUP_DEPTH * height)
     if bottom - top < CLOSEUP_MIN_PIXELS:
         return None
-    head = np.flatnonzero(truth[rows[0] : rows[0] + max(1, height // 8)].any(axis=0))
+    head = np.flatnonzero(person[rows[0] : rows[0] + max(1, height // 8)].any(axis=0))
     width = min(int(0.75 * (bottom - top)), truth.shape[1])
     left = int(np.clip((head[0] + head[-1]) / 2 - width / 2, 0, truth.shape[1] - width))
     return top, bottom, left, left + width
@@ -344,9 +353,9 @@ def run(
             f"mask stretched {EDGE_CONTRAST:g}x about 0.5, serving/compositing.py); "
             "alpha_error_model_mask: the same with the refined mask itself as alpha",
             f"mean_iou_closeup: per-image IoU at full resolution on head-and-shoulders "
-            f"windows cut from the eval photos (3:4, centred on the head, from a tenth of the "
-            f"person's height above the head to {CLOSEUP_DEPTH:g} of it, at least "
-            f"{CLOSEUP_MIN_PIXELS} pixels tall; closeups: how many), as portraits and "
-            "selfies frame people",
+            f"windows cut from the eval photos whose largest person the frame does not cut "
+            f"off (3:4, centred on the head, from a tenth of the person's height above the "
+            f"head to {CLOSEUP_DEPTH:g} of it, at least {CLOSEUP_MIN_PIXELS} pixels tall; "
+            "closeups: how many), as portraits and selfies frame people",
         ],
     }

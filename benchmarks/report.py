@@ -32,7 +32,9 @@ def write(out_dir: Path, results: dict) -> tuple[Path, Path]:
 
 def _table(header: list[str], rows: list[list[object]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    lines += [
+        "| " + " | ".join("" if cell is None else str(cell) for cell in row) + " |" for row in rows
+    ]
     return "\n".join(lines)
 
 

@@ -257,16 +257,17 @@ def run_rollout(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _hint_dashed_names(argv: list[str]) -> None:
-    """argparse reads a photo named ``-x.jpg`` as options: say how to pass it."""
+def _dashed_names(argv: list[str]) -> list[str]:
+    """Existing files named like options before ``--``: argparse reads ``-old.jpg`` as
+    ``-o ld.jpg`` and ``-x.jpg`` as an unknown option, never as a photo."""
     before = argv[: argv.index("--")] if "--" in argv else argv
-    dashed = [arg for arg in before if arg.startswith("-") and arg != "-" and os.path.lexists(arg)]
-    if dashed:
-        print(
-            f"bgremove: hint: {dashed[0]} is a file; put -- before names that start with -, "
-            f"e.g. bgremove remove -- {dashed[0]}",
-            file=sys.stderr,
-        )
+    return [arg for arg in before if arg.startswith("-") and arg != "-" and os.path.lexists(arg)]
+
+
+def _dashed_hint(name: str, argv: list[str]) -> str:
+    command = next((arg for arg in argv if not arg.startswith("-")), "remove")
+    example = f"bgremove {command} -- {name}"
+    return f"{name} is a file; put -- before names that start with -, e.g. {example}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -281,12 +282,16 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
+    dashed = _dashed_names(argv)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help or an argparse usage error
-        if exit_.code:
-            _hint_dashed_names(argv)
+        if exit_.code and dashed:
+            print(f"bgremove: hint: {_dashed_hint(dashed[0], argv)}", file=sys.stderr)
         return int(exit_.code or 0)
+    if dashed:  # parsed, but as options: -old.jpg would have written to ld.jpg
+        print(f"bgremove: error: {_dashed_hint(dashed[0], argv)}", file=sys.stderr)
+        return EXIT_USAGE
     # SIGTERM (kill, timeout) stops like Ctrl-C: photos being written finish or
     # vanish, none is left half-written.
     in_main_thread = threading.current_thread() is threading.main_thread()

@@ -88,7 +88,7 @@ def parse_background(spec: BackgroundSpec | Background) -> Background:
         try:
             return Background("image", image=images.load(path))
         except images.InvalidImage as err:
-            raise InvalidOption(f"background image {text!r} is {err}") from err
+            raise InvalidOption(f"background image {text!r}: {err}") from err
     if path.is_dir():
         raise InvalidOption(f"background image {text!r} is a folder, not an image")
     if os.path.lexists(path):

@@ -120,9 +120,15 @@ def load(source: ImageSource) -> Image.Image:
 def pixels_refused(err: Image.DecompressionBombError) -> str:
     """Pillow's refusal in a user's words: how large, and the limit in force."""
     stated = re.search(r"\((\d+) pixels\)", str(err))
-    size = f"{int(stated[1]) / 1e6:.3g} megapixels" if stated else "too many pixels"
-    limit = 2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6
-    return f"{size}, above the {limit:.3g} opened (a decompression-bomb guard)"
+    size = f"{_megapixels(int(stated[1]))} megapixels" if stated else "too many pixels"
+    limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+    way_out = " (serving.images.allow_pixels raises it)" if limit < MAX_OPENED_PIXELS else ""
+    return f"{size}, above the limit of {_megapixels(limit)}{way_out}"
+
+
+def _megapixels(pixels: int) -> str:
+    value = pixels / 1e6
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
 
 
 def _empty_file(path: str | os.PathLike) -> bool:

@@ -6,11 +6,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import os
 import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 from tqdm import tqdm
@@ -21,10 +23,8 @@ from serving.compositing import Background
 from serving.output_plan import STDIO, Task
 from serving.output_writer import WriteError, save
 
-# Write errors that every later photo would meet too (a full or read-only disk, an
-# output folder the user may not write to): the batch stops rather than send
-# thousands of photos whose results cannot be kept.
-_DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+# Write errors that every later photo would meet too: the batch stops.
+_DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 
 # Photos this large go at most two at a time, whatever --jobs says: four 54-megapixel
 # photos at -j 4 peaked at 5.5 GB, two at a time at 4.5 GB in the same time (one at a
@@ -103,6 +103,18 @@ def run_all(
     return fatal
 
 
+def _check_writable(task: Task) -> None:
+    """Fails a photo before it is sent when its output folder (or the nearest one that
+    exists) may not be written to: a locked folder would take a request per photo only
+    to refuse each result. Other folders of the batch go on."""
+    folder = Path(task.dest).parent
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), folder)
+    if existing.is_dir() and not os.access(existing, os.W_OK | os.X_OK):
+        raise WriteError(
+            errno.EACCES, f"cannot write {task.dest}: {existing} may not be written to"
+        )
+
+
 def _timed_out(future: Future) -> bool:
     error = future.exception()
     return isinstance(error, RequestFailed) and error.code == grpc.StatusCode.DEADLINE_EXCEEDED
@@ -120,7 +132,7 @@ def _record(
         summary.attempted += 1
         summary.failed.append((str(task.source), _one_line(err)))
         if isinstance(err, WriteError) and err.errno in _DISK_ERRORS:
-            return err  # but a full disk or a locked folder fails every later one too
+            return err  # but a full disk fails every later one too
         return None
     summary.attempted += 1
     summary.processed.append(task)
@@ -136,6 +148,8 @@ def _process(
     args: argparse.Namespace,
 ) -> str | None:
     """Writes the task's output; returns a note for the summary, if any."""
+    if task.dest != STDIO:
+        _check_writable(task)
     source = _read_stdin() if task.source == STDIO else task.source
     pixels, frames = images.header(source)
     with _memory_slots(pixels):

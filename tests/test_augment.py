@@ -57,7 +57,9 @@ def test_zoom_out_and_new_backgrounds_happen(views):
     assert np.mean(shares < 0.6 * source_share) > 0.1
     assert np.mean(shares > 0.8 * source_share) > 0.4
     blue_backgrounds = [
-        np.mean(image.numpy()[mask[..., 0].numpy() < 0.01][:, 2] > 0.8) for image, mask in views
+        np.mean(image.numpy()[mask[..., 0].numpy() < 0.01][:, 2] > 0.8)
+        for image, mask in views
+        if (mask.numpy() < 0.01).any()  # a close-up may show no background at all
     ]
     assert np.mean(np.array(blue_backgrounds) < 0.5) > 0.2
 

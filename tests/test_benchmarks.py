@@ -171,6 +171,13 @@ def test_closeup_box_frames_head_and_shoulders():
     at_edge = np.zeros_like(truth)
     at_edge[100:380, 0:40] = True
     assert closeup_box(at_edge)[2] == 0
+    # The largest of two people; none when the frame cuts the person off.
+    two = truth.copy()
+    two[20:60, 240:260] = True  # a small figure in the distance, higher up
+    assert closeup_box(two) == (top, bottom, left, right)
+    cut_off = np.zeros_like(truth)
+    cut_off[100:, 120:180] = True
+    assert closeup_box(cut_off) is None
     # Nobody, or too small to be a close-up of anything.
     assert closeup_box(np.zeros_like(truth)) is None
     small = np.zeros_like(truth)

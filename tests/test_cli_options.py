@@ -146,3 +146,9 @@ def test_a_photo_named_like_an_option_gets_a_hint(tmp_path, monkeypatch, capsys)
     assert "hint: -dash.jpg is a file; put -- before names" in capsys.readouterr().err
     assert main(["remove", "--nosuchflag", "--server", "127.0.0.1:1"]) == 2
     assert "hint" not in capsys.readouterr().err
+    # Parsed as -o ld.jpg, it would have written a.jpg's cut-out to ld.jpg.
+    Path("a.jpg").write_bytes(encode_image(8, 8))
+    Path("-old.jpg").write_bytes(encode_image(8, 8))
+    assert main(["remove", "a.jpg", "-old.jpg", "--server", "127.0.0.1:1"]) == 2
+    assert "error: -old.jpg is a file; put -- before" in capsys.readouterr().err
+    assert not Path("ld.jpg").exists()

@@ -266,7 +266,8 @@ def test_allow_pixels_opens_photos_pillow_would_refuse_and_no_larger(monkeypatch
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # refused above 2000 pixels
     phone = _encoded(Image.new("RGB", (60, 50), (1, 2, 3)), "PNG")  # 3000 pixels
     with pytest.raises(
-        images.InvalidImage, match=r"too large: 0.003 megapixels, above the 0.002 opened"
+        images.InvalidImage,
+        match=r"too large: 0.003 megapixels, above the limit of 0.002 \(serving.images.allow",
     ):
         images.load(phone)
     with warnings.catch_warnings(record=True) as caught:
@@ -274,7 +275,9 @@ def test_allow_pixels_opens_photos_pillow_would_refuse_and_no_larger(monkeypatch
         images.allow_pixels(4000)
         assert images.load(phone).size == (60, 50)
         assert not [w for w in caught if w.category is Image.DecompressionBombWarning]
-        with pytest.raises(images.InvalidImage, match=r"0.0048 megapixels, above the 0.004"):
+        with pytest.raises(
+            images.InvalidImage, match=r"0.0048 megapixels, above the limit of 0.004 \("
+        ):
             images.load(_encoded(Image.new("RGB", (80, 60)), "PNG"))  # 4800 pixels
 
 
@@ -297,6 +300,11 @@ def test_what_is_wrong_with_a_file_is_said_plainly(tmp_path):
         compositing.parse_background(str(tmp_path / "a.jpg"))
     with pytest.raises(compositing.InvalidOption, match="is a folder, not an image"):
         compositing.parse_background(str(tmp_path))
+    with pytest.raises(compositing.InvalidOption, match=r"'.*empty.jpg': an empty file"):
+        compositing.parse_background(str(empty))
+    bomb = Image.DecompressionBombError("Image size (1600000000 pixels) exceeds limit of ...")
+    images.allow_pixels(images.MAX_OPENED_PIXELS)
+    assert images.pixels_refused(bomb) == "1,600 megapixels, above the limit of 250"
 
 
 def test_a_background_image_is_read_like_a_photo(tmp_path):

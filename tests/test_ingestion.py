@@ -740,7 +740,7 @@ def test_photos_past_the_pixel_limit_are_too_large_not_unreadable(monkeypatch):
     assert 2 * Image.MAX_IMAGE_PIXELS == MAX_OPENED_PIXELS
     Image.MAX_IMAGE_PIXELS = (H * W) // 4  # this test's photos are then too large
     with pytest.raises(
-        Rejected, match=r"^too_large: 0.0012 megapixels, above the 0.0006 opened"
+        Rejected, match=r"^too_large: 0.0012 megapixels, above the limit of 0.0006"
     ) as error:
         decode_pair(png_bytes(_photo(1)), png_bytes(_mask()))
     assert error.value.reason == "too_large"
