@@ -181,19 +181,23 @@ def closeup_box(truth: np.ndarray) -> tuple[int, int, int, int] | None:
     return top, bottom, left, left + width
 
 
-def _closeup(example: EvalExample) -> tuple[bytes, np.ndarray] | None:
-    """The close-up as a lossless PNG, and its true mask."""
-    from components import preprocessing as pp
-
-    truth = pp.decode_mask(example.mask).numpy()[..., 0] > 0.5
+def closeup(photo: Image.Image, truth: np.ndarray) -> tuple[bytes, np.ndarray] | None:
+    """The close-up of an upright photo and its true mask (``closeup_box``): the window
+    as a lossless PNG, and the mask inside it; None where ``closeup_box`` finds none."""
     box = closeup_box(truth)
     if box is None:
         return None
     top, bottom, left, right = box
-    photo = Image.open(io.BytesIO(example.image)).convert("RGB")
     out = io.BytesIO()
     photo.crop((left, top, right, bottom)).save(out, "PNG")
     return out.getvalue(), truth[top:bottom, left:right]
+
+
+def _closeup(example: EvalExample) -> tuple[bytes, np.ndarray] | None:
+    from components import preprocessing as pp
+
+    truth = pp.decode_mask(example.mask).numpy()[..., 0] > 0.5
+    return closeup(Image.open(io.BytesIO(example.image)).convert("RGB"), truth)
 
 
 def _score_closeups(serve, batch: list[EvalExample], by_set: dict[str, SetScores]) -> None:

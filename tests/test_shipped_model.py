@@ -2,7 +2,6 @@
 and still segments real people (a floor well under the targets: a broken
 model fails here, a slightly different one does not)."""
 
-import io
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +9,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from benchmarks.model_quality import closeup_box
+from benchmarks.model_quality import closeup
 from benchmarks.models import input_size
 from components import calibration, inference, pairs
 from components import preprocessing as pp
@@ -88,14 +87,12 @@ def test_shipped_model_segments_close_ups(signature, name):
     scores = []
     for pair in _eval_pairs(name):
         truth = np.asarray(Image.open(pair.mask).convert("L")) > 127
-        box = closeup_box(truth)
-        if box is None:  # nobody seen whole
+        cut = closeup(images.load(pair.image), truth)
+        if cut is None:  # nobody seen whole
             continue
-        top, bottom, left, right = box
-        window = io.BytesIO()
-        images.load(pair.image).crop((left, top, right, bottom)).save(window, "PNG")
-        [pred] = _predict_full_resolution(signature, tf.constant([window.getvalue()]), 0.5)
-        scores.append(iou(truth[top:bottom, left:right], pred))
+        window, window_truth = cut
+        [pred] = _predict_full_resolution(signature, tf.constant([window]), 0.5)
+        scores.append(iou(window_truth, pred))
         if len(scores) == PHOTOS_PER_SET:
             break
     assert len(scores) == PHOTOS_PER_SET
